@@ -1,0 +1,144 @@
+"""LLaDA config.json, read field by field.
+
+The original LLaDA config class falls back on GPT-2-like defaults for absent fields (d_model 768,
+rope off, weight tying on, ...). Loading a real checkpoint with such a default silently produces
+noise, so here every field the network depends on must be present in the file, and every option we
+do not implement is rejected with a message naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.errors import CheckpointError
+
+# Options the network code implements; anything else is rejected, never approximated.
+_SUPPORTED = {
+    "block_type": {"llama"},
+    "activation_type": {"silu"},
+    "layer_norm_type": {"rms"},
+}
+_MUST_BE = {  # key -> the only value we implement
+    "rope": True,
+    "alibi": False,
+    "include_bias": False,
+    "attention_layer_norm": False,
+    "multi_query_attention": (None, False),
+    "block_group_size": 1,
+}
+
+
+@dataclass(frozen=True)
+class LLaDAConfig:
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    n_layers: int
+    mlp_hidden_size: int
+    vocab_size: int
+    embedding_size: int
+    max_sequence_length: int
+    rope_theta: float
+    rms_norm_eps: float
+    weight_tying: bool
+    input_emb_norm: bool
+    scale_logits: bool
+    mask_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+    architecture: str = "LLaDAModelLM"
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> LLaDAConfig:
+        path = Path(path)
+        raw = read_json(path)
+        return cls.from_dict(raw, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config.json") -> LLaDAConfig:
+        def get(key: str, default=_REQUIRED):
+            if key in raw and raw[key] is not None:
+                return raw[key]
+            if default is _REQUIRED:
+                raise CheckpointError(f"{source}: missing required field '{key}'")
+            return default
+
+        for key, allowed in _SUPPORTED.items():
+            value = get(key)
+            if value not in allowed:
+                raise CheckpointError(
+                    f"{source}: unsupported {key} {value!r} (supported: {sorted(allowed)})"
+                )
+        for key, only in _MUST_BE.items():
+            accepted = only if isinstance(only, tuple) else (only,)
+            if key in raw and raw[key] not in accepted:
+                raise CheckpointError(
+                    f"{source}: {key}={raw[key]!r} is not supported (only {accepted[0]!r})"
+                )
+        if "rope" not in raw:
+            raise CheckpointError(f"{source}: missing required field 'rope'")
+
+        d_model, n_heads = int(get("d_model")), int(get("n_heads"))
+        n_kv_heads = int(get("n_kv_heads", n_heads))
+        if d_model % n_heads or n_heads % n_kv_heads:
+            raise CheckpointError(
+                f"{source}: n_heads {n_heads} must divide d_model {d_model} "
+                f"and n_kv_heads {n_kv_heads} must divide n_heads"
+            )
+        mlp_hidden = raw.get("mlp_hidden_size")
+        if mlp_hidden is None:
+            mlp_hidden = int(get("mlp_ratio")) * d_model
+        vocab_size = int(get("vocab_size"))
+        cfg = cls(
+            d_model=d_model,
+            n_heads=n_heads,
+            n_kv_heads=n_kv_heads,
+            n_layers=int(get("n_layers")),
+            mlp_hidden_size=int(mlp_hidden),
+            vocab_size=vocab_size,
+            embedding_size=int(get("embedding_size", vocab_size)),
+            max_sequence_length=int(get("max_sequence_length")),
+            rope_theta=float(get("rope_theta")),
+            rms_norm_eps=float(get("rms_norm_eps")),
+            weight_tying=bool(get("weight_tying")),
+            input_emb_norm=bool(get("input_emb_norm", False)),
+            scale_logits=bool(get("scale_logits", False)),
+            mask_token_id=int(get("mask_token_id")),
+            eos_token_id=int(get("eos_token_id")),
+            pad_token_id=int(get("pad_token_id", get("eos_token_id"))),
+            architecture=architecture_of(raw, source),
+        )
+        if cfg.mask_token_id == cfg.pad_token_id:
+            raise CheckpointError(f"{source}: mask_token_id must differ from pad_token_id")
+        if cfg.embedding_size < cfg.vocab_size:
+            raise CheckpointError(f"{source}: embedding_size is smaller than vocab_size")
+        return cfg
+
+
+_REQUIRED = object()
+
+
+def architecture_of(raw: dict, source: str) -> str:
+    archs = raw.get("architectures")
+    if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
+        raise CheckpointError(f"{source}: field 'architectures' must be a list naming the model class")
+    return archs[0]
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON object, turning every failure into a CheckpointError that names the file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object at top level")
+    return data

@@ -1,0 +1,86 @@
+"""Safetensors loading: one file or shards through model.safetensors.index.json.
+
+The network is built on the meta device, then each parameter is replaced by the tensor read from
+its shard, converted to the target dtype and device on the way, so the weights exist once in memory.
+Shards of real LLaDA checkpoints group tensors by kind, not by layer: the index is always followed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from models.config import read_json
+from models.errors import CheckpointError
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+def weight_map(ckpt_dir: Path) -> dict[str, str]:
+    """Checkpoint key -> shard file name."""
+    index_path = ckpt_dir / INDEX_FILE
+    if index_path.exists():
+        mapping = read_json(index_path).get("weight_map")
+        if not isinstance(mapping, dict):
+            raise CheckpointError(f"{index_path}: missing 'weight_map' object")
+        return mapping
+    single = ckpt_dir / SINGLE_FILE
+    if single.exists():
+        with _open(single) as f:
+            return {key: SINGLE_FILE for key in f.keys()}
+    raise CheckpointError(f"{ckpt_dir}: no {SINGLE_FILE} or {INDEX_FILE} found")
+
+
+def load_weights(
+    model: nn.Module, ckpt_dir: Path, dtype: torch.dtype, device: torch.device, prefix: str = "model."
+) -> None:
+    """Assign every parameter of `model` from the checkpoint; fail naming file and key otherwise."""
+    mapping = weight_map(ckpt_dir)
+    source = ckpt_dir / (INDEX_FILE if (ckpt_dir / INDEX_FILE).exists() else SINGLE_FILE)
+    params = {prefix + name: name for name, _ in model.named_parameters()}
+    missing = sorted(k for k in params if k not in mapping)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{source}: missing key '{missing[0]}'{more}")
+    unexpected = sorted(k for k in mapping if k not in params)
+    if unexpected:
+        raise CheckpointError(
+            f"{source}: unexpected key '{unexpected[0]}' (not part of this architecture)"
+        )
+    by_shard: dict[str, list[str]] = defaultdict(list)
+    for key in params:
+        by_shard[mapping[key]].append(key)
+    for shard, keys in sorted(by_shard.items()):
+        path = ckpt_dir / shard
+        if not path.exists():
+            raise CheckpointError(f"{path}: shard file missing (it should hold '{keys[0]}')")
+        with _open(path) as f:
+            present = set(f.keys())
+            for key in keys:
+                if key not in present:
+                    raise CheckpointError(f"{path}: key '{key}' listed in the index is not in this file")
+                _assign(model, params[key], f.get_tensor(key), dtype, device, f"{path}: key '{key}'")
+
+
+def _open(path: Path):
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path}: cannot read safetensors file ({exc})") from None
+
+
+def _assign(model: nn.Module, name: str, tensor, dtype, device, where: str) -> None:
+    module_name, _, param_name = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    expected = tuple(getattr(module, param_name).shape)
+    if tuple(tensor.shape) != expected:
+        raise CheckpointError(f"{where}: shape {tuple(tensor.shape)}, expected {expected}")
+    if not tensor.is_floating_point():
+        raise CheckpointError(f"{where}: dtype {tensor.dtype} is not a floating point type")
+    value = tensor.to(device=device, dtype=dtype)
+    module._parameters[param_name] = nn.Parameter(value, requires_grad=False)
