@@ -5,14 +5,32 @@ cu_seqlens_q[b]:cu_seqlens_q[b+1] of q, and attends to rows cu_seqlens_k[b]:cu_s
 k and v (its cached segments followed by its fresh block, already concatenated by the caller).
 No mask inside a sequence. n_kv_heads divides n_heads: kv head j serves q heads j*g .. j*g+g-1.
 Softmax in fp32; scale 1/sqrt(head_dim) unless given.
+
+Kernel (`attention`): FlashAttention-2 style forward (Dao 2023): each program owns BLOCK_M queries of
+one sequence and one q head, streams that sequence's keys in BLOCK_N tiles with an online softmax
+(exp2, scale folded with log2 e), accumulates P @ V in fp32 and divides once at the end. P is rounded
+to v's dtype before the P @ V product, as flash kernels do. The launch needs no host sync: the grid is
+(cdiv(Nq, BLOCK_M) + B, H), an upper bound on the number of query blocks, and each program finds its
+(sequence, query block) from a prefix sum of per-sequence block counts computed in the kernel; the
+spare programs exit at once.
+Limits: B <= 4096 sequences; head_dim <= 256 (padded to a power of two); q, k, v of one dtype
+(fp32, fp16, bf16) with unit stride along head_dim; fp32 inputs use IEEE fp32 dots, not TF32. A
+sequence with queries and no keys gets zeros (the reference gives NaN). GQA programs re-read their kv
+head once per q head (served by L2); no split over keys, so B * H small and very long key ranges use
+the GPU only partly.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def attention_ref(
@@ -47,4 +65,165 @@ def attention_ref(
         vb = v[ks:ke].transpose(0, 1).repeat_interleave(group, dim=0)
         ob = F.scaled_dot_product_attention(qb, kb, vb, is_causal=False, scale=scale)
         out[qs:qe] = ob.transpose(0, 1)
+    return out
+
+
+@triton.jit
+def _attention_kernel(
+    Q,  # [Nq, H, D]
+    K,  # [Nk, Hkv, D]
+    V,  # [Nk, Hkv, D]
+    OUT,  # [Nq, H, D] contiguous
+    CU_Q,  # [B + 1] int32
+    CU_K,  # [B + 1] int32
+    NUM_SEQS,
+    HEAD_DIM,
+    QK_SCALE,  # softmax scale * log2(e)
+    STRIDE_QN,
+    STRIDE_QH,
+    STRIDE_KN,
+    STRIDE_KH,
+    STRIDE_VN,
+    STRIDE_VH,
+    NUM_HEADS: tl.constexpr,
+    GROUP: tl.constexpr,  # q heads per kv head
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_B: tl.constexpr,  # >= NUM_SEQS, power of two
+    UPCAST: tl.constexpr,  # interpreter: compute in fp32 (bf16 arithmetic is not emulated)
+    DOT_PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    head = tl.program_id(1)
+    # Which (sequence, query block) is this program? Blocks are numbered sequence by sequence.
+    seq_ids = tl.arange(0, BLOCK_B)
+    seq_valid = seq_ids < NUM_SEQS
+    starts = tl.load(CU_Q + seq_ids, mask=seq_valid, other=0)
+    ends = tl.load(CU_Q + seq_ids + 1, mask=seq_valid, other=0)
+    num_blocks = (ends - starts + BLOCK_M - 1) // BLOCK_M
+    blocks_end = tl.cumsum(num_blocks, 0)  # inclusive prefix sum
+    seq = tl.sum((blocks_end <= pid).to(tl.int32), 0)
+    if seq >= NUM_SEQS:
+        return
+    pick = seq_ids == seq
+    q_start = tl.sum(tl.where(pick, starts, 0), 0)
+    q_end = tl.sum(tl.where(pick, ends, 0), 0)
+    block = pid - tl.sum(tl.where(pick, blocks_end - num_blocks, 0), 0)
+    k_start = tl.load(CU_K + seq)
+    k_end = tl.load(CU_K + seq + 1)
+
+    rows = q_start + block * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < q_end
+    dims = tl.arange(0, BLOCK_D)
+    dim_mask = dims < HEAD_DIM
+    rows64 = rows.to(tl.int64)
+    q = tl.load(
+        Q + rows64[:, None] * STRIDE_QN + head * STRIDE_QH + dims[None, :],
+        mask=row_mask[:, None] & dim_mask[None, :],
+        other=0.0,
+    )
+    if UPCAST:
+        q = q.to(tl.float32)
+    kv_head = head // GROUP
+    m_i = tl.full((BLOCK_M,), -1.0e30, tl.float32)  # finite: no (-inf) - (-inf)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    cols_base = tl.arange(0, BLOCK_N)
+    for n_start in range(k_start, k_end, BLOCK_N):
+        cols = n_start + cols_base
+        col_mask = cols < k_end
+        cols64 = cols.to(tl.int64)
+        kt = tl.load(  # [BLOCK_D, BLOCK_N]
+            K + cols64[None, :] * STRIDE_KN + kv_head * STRIDE_KH + dims[:, None],
+            mask=col_mask[None, :] & dim_mask[:, None],
+            other=0.0,
+        )
+        v = tl.load(  # [BLOCK_N, BLOCK_D]
+            V + cols64[:, None] * STRIDE_VN + kv_head * STRIDE_VH + dims[None, :],
+            mask=col_mask[:, None] & dim_mask[None, :],
+            other=0.0,
+        )
+        if UPCAST:
+            kt = kt.to(tl.float32)
+        s = tl.dot(q, kt, input_precision=DOT_PRECISION) * QK_SCALE  # log2 domain
+        s = tl.where(col_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        p = p.to(V.dtype.element_ty)
+        if UPCAST:
+            p = p.to(tl.float32)
+            v = v.to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=DOT_PRECISION)
+        m_i = m_new
+    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    tl.store(
+        OUT + rows64[:, None] * (NUM_HEADS * HEAD_DIM) + head * HEAD_DIM + dims[None, :],
+        out.to(OUT.dtype.element_ty),
+        mask=row_mask[:, None] & dim_mask[None, :],
+    )
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Triton version of `attention_ref`; returns a new contiguous [Nq, H, D] tensor. No host sync."""
+    assert q.dim() == 3 and k.dim() == 3 and v.dim() == 3, "q, k, v must be [N, heads, D]"
+    num_q, num_heads, head_dim = q.shape
+    num_k, num_kv_heads, _ = k.shape
+    assert k.shape == v.shape and k.shape[2] == head_dim, f"{tuple(k.shape)} vs {tuple(v.shape)}"
+    assert num_heads % num_kv_heads == 0, "n_kv_heads must divide n_heads"
+    assert q.dtype == k.dtype == v.dtype, "q, k, v must share a dtype"
+    assert q.dtype in (torch.float32, torch.float16, torch.bfloat16), q.dtype
+    assert q.stride(2) == 1 and k.stride(2) == 1 and v.stride(2) == 1, "unit stride along D"
+    assert head_dim <= 256, f"head_dim <= 256, got {head_dim}"
+    assert cu_seqlens_q.dim() == 1 and cu_seqlens_q.shape == cu_seqlens_k.shape
+    assert cu_seqlens_q.dtype == cu_seqlens_k.dtype == torch.int32, "cu_seqlens must be int32"
+    assert cu_seqlens_q.is_contiguous() and cu_seqlens_k.is_contiguous()
+    assert cu_seqlens_q.device == q.device == k.device == v.device == cu_seqlens_k.device
+    num_seqs = cu_seqlens_q.shape[0] - 1
+    assert 0 <= num_seqs <= 4096
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    out = torch.empty((num_q, num_heads, head_dim), dtype=q.dtype, device=q.device)
+    if num_q == 0 or num_seqs == 0:
+        return out
+    avg_q = triton.cdiv(num_q, num_seqs)  # shapes only: no sync on cu_seqlens
+    block_m = 16 if avg_q <= 16 else (32 if avg_q <= 32 else 64)
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    block_n = 64 if block_d <= 128 else 32
+    grid = (triton.cdiv(num_q, block_m) + num_seqs, num_heads)
+    _attention_kernel[grid](
+        q,
+        k,
+        v,
+        out,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        num_seqs,
+        head_dim,
+        scale * 1.4426950408889634,
+        q.stride(0),
+        q.stride(1),
+        k.stride(0),
+        k.stride(1),
+        v.stride(0),
+        v.stride(1),
+        NUM_HEADS=num_heads,
+        GROUP=num_heads // num_kv_heads,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+        BLOCK_B=max(16, triton.next_power_of_2(num_seqs)),
+        UPCAST=_INTERPRET,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=4,
+        num_stages=2,
+    )
     return out

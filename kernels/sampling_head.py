@@ -72,3 +72,115 @@ def sample_head_ref(
         tokens[r] = torch.argmax(guided[r] / temps[r] + gumbel)
     probs = log_probs.gather(1, tokens[:, None]).squeeze(1).exp().float()
     return tokens, probs
+
+
+@triton.jit
+def _exp1_noise(SEED, cols):
+    """Exp(1) variates for (SEED, cols): E = -log1p(-x), x uniform in (0, 1) from 48 Philox bits."""
+    r0, r1, _, _ = tl.randint4x(SEED, cols)
+    hi = (r0.to(tl.uint32, bitcast=True) >> 8).to(tl.float32)  # [0, 2^24), exact in fp32
+    lo = (r1.to(tl.uint32, bitcast=True) >> 8).to(tl.float32)
+    x = hi * 5.9604644775390625e-08 + (lo + 0.5) * 3.552713678800501e-15  # 2^-24, 2^-48
+    x = tl.minimum(x, 0.99999994)  # rounding can reach 1.0; keep E finite
+    w = 1.0 - x
+    # log1p(-x) without libdevice: log(w) * -x / (w - 1) is accurate to a few ulps (w - 1 is exact)
+    return tl.where(w == 1.0, x, -tl.log(w) * x / (1.0 - w))
+
+
+@triton.jit
+def _sample_head_kernel(
+    LOGITS,  # [R, V]
+    UNCOND,  # [R, V] (unused unless HAS_UNCOND)
+    TEMP,  # [R] fp32
+    SEEDS,  # [R] int64
+    TOKENS,  # [R] int64 out
+    PROBS,  # [R] fp32 out
+    V,
+    STRIDE_L,
+    STRIDE_U,
+    CFG_W1,  # cfg_scale + 1
+    HAS_UNCOND: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    temp = tl.load(TEMP + row)
+    seed = tl.load(SEEDS + row)
+    is_sample = temp > 0.0
+    inv_t = 1.0 / tl.where(is_sample, temp, 1.0)
+    offs = tl.arange(0, BLOCK_V)
+    neg_inf = float("-inf")
+    m = tl.full((), neg_inf, tl.float32)  # running max of l
+    s = tl.full((), 0.0, tl.float32)  # running sum of exp(l - m)
+    best_key = tl.full((), neg_inf, tl.float32)
+    best_l = tl.full((), neg_inf, tl.float32)
+    best_idx = tl.full((), 0, tl.int32)
+    for start in range(0, V, BLOCK_V):
+        cols = start + offs
+        mask = cols < V
+        l = tl.load(LOGITS + row * STRIDE_L + cols, mask=mask, other=neg_inf).to(tl.float32)
+        if HAS_UNCOND:
+            u = tl.load(UNCOND + row * STRIDE_U + cols, mask=mask, other=neg_inf).to(tl.float32)
+            banned = (l == neg_inf) | (u == neg_inf)
+            l = tl.where(banned, 0.0, l)  # no (-inf) - (-inf) below
+            u = tl.where(banned, 0.0, u)
+            l = tl.where(banned, neg_inf, u + CFG_W1 * (l - u))
+        m_new = tl.maximum(m, tl.max(l, 0))
+        m_safe = tl.where(m_new == neg_inf, 0.0, m_new)  # no (-inf) - (-inf) while all banned
+        s = s * tl.exp(m - m_safe) + tl.sum(tl.exp(l - m_safe), 0)
+        m = m_new
+        if is_sample:
+            key = l * inv_t - tl.log(_exp1_noise(seed, cols))  # exponential race == Gumbel-max
+        else:
+            key = l
+        chunk_key = tl.max(key, 0)
+        chunk_idx = tl.argmax(key, 0)  # first index on ties
+        chunk_l = tl.sum(tl.where(offs == chunk_idx, l, 0.0), 0)
+        better = chunk_key > best_key  # strict: earlier chunk wins ties
+        best_idx = tl.where(better, start + chunk_idx, best_idx)
+        best_l = tl.where(better, chunk_l, best_l)
+        best_key = tl.where(better, chunk_key, best_key)
+    tl.store(TOKENS + row, best_idx.to(tl.int64))
+    tl.store(PROBS + row, tl.exp(best_l - m) / s)
+
+
+def sample_head(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    seeds: torch.Tensor,
+    uncond: torch.Tensor | None = None,
+    cfg_scale: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton version of `sample_head_ref` (same distribution, not the same draws)."""
+    assert logits.dim() == 2, f"logits must be [R, V], got {tuple(logits.shape)}"
+    num_rows, vocab = logits.shape
+    assert logits.dtype in (torch.float32, torch.float16, torch.bfloat16), logits.dtype
+    assert logits.stride(1) == 1, "logits must have unit stride along the vocabulary"
+    assert temperature.shape == (num_rows,) and temperature.dtype == torch.float32
+    assert seeds.shape == (num_rows,) and seeds.dtype == torch.int64
+    assert temperature.is_contiguous() and seeds.is_contiguous()
+    assert temperature.device == logits.device and seeds.device == logits.device
+    assert 0 < vocab < 2**31
+    if uncond is not None:
+        assert uncond.shape == logits.shape and uncond.dtype == logits.dtype, "uncond must match logits"
+        assert uncond.stride(1) == 1 and uncond.device == logits.device
+    tokens = torch.empty(num_rows, dtype=torch.int64, device=logits.device)
+    probs = torch.empty(num_rows, dtype=torch.float32, device=logits.device)
+    if num_rows == 0:
+        return tokens, probs
+    block_v = min(512 if _INTERPRET else 2048, triton.next_power_of_2(vocab))
+    _sample_head_kernel[(num_rows,)](
+        logits,
+        logits if uncond is None else uncond,
+        temperature,
+        seeds,
+        tokens,
+        probs,
+        vocab,
+        logits.stride(0),
+        logits.stride(0) if uncond is None else uncond.stride(0),
+        float(cfg_scale) + 1.0,
+        HAS_UNCOND=uncond is not None,
+        BLOCK_V=block_v,
+        num_warps=8 if block_v >= 2048 else 4,
+    )
+    return tokens, probs
