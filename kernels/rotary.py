@@ -61,9 +61,7 @@ def _rotary_kernel(
     tl.store(o_ptr + HALF, (x2 * c + x1 * s).to(OUT.dtype.element_ty), mask=mask)
 
 
-def rotary(
-    x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> torch.Tensor:
+def rotary(x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Triton version of `rotary_ref`; returns a new contiguous [N, H, D] tensor."""
     assert x.dim() == 3, f"x must be [N, H, D], got {tuple(x.shape)}"
     num_tokens, num_heads, head_dim = x.shape

@@ -1,21 +1,21 @@
 """Sampling head: logits of selected positions -> candidate token and its confidence, in one pass.
 
 Semantics (DESIGN.md section 2), per row r of logits [R, V]:
-    l = logits                                         (fp32)
-    l = uncond + (cfg_scale + 1) * (logits - uncond)   when `uncond` is given (CFG);
+    lg = logits                                         (fp32)
+    lg = uncond + (cfg_scale + 1) * (logits - uncond)   when `uncond` is given (CFG);
         a column that is -inf in either row stays -inf (banned tokens are -inf in both rows)
-    token = argmax(l)                                  when temperature[r] == 0 (first index on ties)
-            a sample from softmax(l / temperature[r])  otherwise
-    prob  = softmax(l)[token]                          (un-tempered: LLaDA's low_confidence score)
+    token = argmax(lg)                                  when temperature[r] == 0 (first index on ties)
+            a sample from softmax(lg / temperature[r])  otherwise
+    prob  = softmax(lg)[token]                          (un-tempered: LLaDA's low_confidence score)
 A row whose entries are all -inf is not supported.
 
-Reference (`sample_head_ref`): float64 Gumbel-max as in LLaDA's sampler, argmax(l / T + g) with
+Reference (`sample_head_ref`): float64 Gumbel-max as in LLaDA's sampler, argmax(lg / T + g) with
 g = -log(-log u), u drawn by a torch.Generator seeded with seeds[r]; rows are looped in Python. It
 materialises float64 over the vocabulary: fine for tests, not for serving.
 
 Kernel (`sample_head`): one program per row, one pass over the vocabulary in BLOCK_V chunks keeping
-an online max m, sum-exp s = sum(exp(l - m)), and the best race key with its index and logit. At
-T > 0 the key is the exponential race l / T - log(E), E = -log1p(-x) ~ Exp(1), where x is a uniform
+an online max m, sum-exp s = sum(exp(lg - m)), and the best race key with its index and logit. At
+T > 0 the key is the exponential race lg / T - log(E), E = -log1p(-x) ~ Exp(1), where x is a uniform
 built from two Philox words (48 random bits, fp32 relative precision down to x ~ 1e-14) so the
 upper tail of the race, which decides the winner among ~1e5 columns, is not truncated at 2^-24 as
 it would be with a plain fp32 uniform. Philox counters are (seed = seeds[r], offset = column), so the
@@ -109,32 +109,32 @@ def _sample_head_kernel(
     inv_t = 1.0 / tl.where(is_sample, temp, 1.0)
     offs = tl.arange(0, BLOCK_V)
     neg_inf = float("-inf")
-    m = tl.full((), neg_inf, tl.float32)  # running max of l
-    s = tl.full((), 0.0, tl.float32)  # running sum of exp(l - m)
+    m = tl.full((), neg_inf, tl.float32)  # running max of lg (guided logits)
+    s = tl.full((), 0.0, tl.float32)  # running sum of exp(lg - m)
     best_key = tl.full((), neg_inf, tl.float32)
     best_l = tl.full((), neg_inf, tl.float32)
     best_idx = tl.full((), 0, tl.int32)
     for start in range(0, V, BLOCK_V):
         cols = start + offs
         mask = cols < V
-        l = tl.load(LOGITS + row * STRIDE_L + cols, mask=mask, other=neg_inf).to(tl.float32)
+        lg = tl.load(LOGITS + row * STRIDE_L + cols, mask=mask, other=neg_inf).to(tl.float32)
         if HAS_UNCOND:
             u = tl.load(UNCOND + row * STRIDE_U + cols, mask=mask, other=neg_inf).to(tl.float32)
-            banned = (l == neg_inf) | (u == neg_inf)
-            l = tl.where(banned, 0.0, l)  # no (-inf) - (-inf) below
+            banned = (lg == neg_inf) | (u == neg_inf)
+            lg = tl.where(banned, 0.0, lg)  # no (-inf) - (-inf) below
             u = tl.where(banned, 0.0, u)
-            l = tl.where(banned, neg_inf, u + CFG_W1 * (l - u))
-        m_new = tl.maximum(m, tl.max(l, 0))
+            lg = tl.where(banned, neg_inf, u + CFG_W1 * (lg - u))
+        m_new = tl.maximum(m, tl.max(lg, 0))
         m_safe = tl.where(m_new == neg_inf, 0.0, m_new)  # no (-inf) - (-inf) while all banned
-        s = s * tl.exp(m - m_safe) + tl.sum(tl.exp(l - m_safe), 0)
+        s = s * tl.exp(m - m_safe) + tl.sum(tl.exp(lg - m_safe), 0)
         m = m_new
         if is_sample:
-            key = l * inv_t - tl.log(_exp1_noise(seed, cols))  # exponential race == Gumbel-max
+            key = lg * inv_t - tl.log(_exp1_noise(seed, cols))  # exponential race == Gumbel-max
         else:
-            key = l
+            key = lg
         chunk_key = tl.max(key, 0)
         chunk_idx = tl.argmax(key, 0)  # first index on ties
-        chunk_l = tl.sum(tl.where(offs == chunk_idx, l, 0.0), 0)
+        chunk_l = tl.sum(tl.where(offs == chunk_idx, lg, 0.0), 0)
         better = chunk_key > best_key  # strict: earlier chunk wins ties
         best_idx = tl.where(better, start + chunk_idx, best_idx)
         best_l = tl.where(better, chunk_l, best_l)

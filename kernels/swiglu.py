@@ -10,9 +10,9 @@ two halves of a fused gate/up projection).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
-import torch.nn.functional as F
 
 
 def swiglu_ref(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,5 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     if out.numel() > 0:
         block = min(1024, triton.next_power_of_2(num_cols))
         grid = (num_rows, triton.cdiv(num_cols, block))
-        _swiglu_kernel[grid](
-            gate, up, out, num_cols, gate.stride(0), up.stride(0), BLOCK=block, num_warps=4
-        )
+        _swiglu_kernel[grid](gate, up, out, num_cols, gate.stride(0), up.stride(0), BLOCK=block, num_warps=4)
     return out
