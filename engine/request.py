@@ -1,0 +1,111 @@
+"""A request's state through the engine: its canvas, block/step position and status."""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+
+from engine.sampling_params import SamplingParams
+
+
+class RequestStatus(enum.IntEnum):
+    """Ordered: every status from FINISHED_STOPPED on is final."""
+
+    WAITING = 0
+    RUNNING = 1
+    FINISHED_STOPPED = 2
+    FINISHED_LENGTH = 3
+    FINISHED_ABORTED = 4
+
+    @property
+    def is_finished(self) -> bool:
+        return self >= RequestStatus.FINISHED_STOPPED
+
+    @property
+    def finish_reason(self) -> str | None:
+        return {2: "stop", 3: "length", 4: "abort"}.get(int(self))
+
+
+class Request:
+    """Canvas = prompt ids followed by max_tokens mask ids, denoised block by block.
+
+    `params` must be resolved (every field set). Per-block commit counts for the exact mode follow
+    LLaDA's schedule: with n masks and S steps, each step commits floor(n / S) and the first n mod S
+    steps one more.
+    """
+
+    def __init__(self, request_id: str, prompt_ids: list[int], params: SamplingParams, mask_id: int,
+                 prompt: str | None = None, arrival: float = 0.0):
+        self.request_id = request_id
+        self.prompt = prompt
+        self.prompt_ids = list(prompt_ids)
+        self.params = params
+        self.mask_id = mask_id
+        self.arrival = arrival
+        self.status = RequestStatus.WAITING
+        self.prompt_len = len(prompt_ids)
+        gen = params.max_tokens
+        self.canvas = torch.tensor(self.prompt_ids + [mask_id] * gen, dtype=torch.int64)
+        self.block = 0
+        self.step_in_block = 0
+        self.num_steps = 0
+        self.num_forward_passes = 0
+        self.canvas_version = 0  # bumped whenever tokens commit
+        self.cache = None  # (canvas_version, per-request logits) kept for RADD-style reuse
+        self.generator: torch.Generator | None = None  # set by the runner on its device
+        self.final_len = gen  # generated length that counts (cut at EOS/EoT/stop)
+        self.finished_text: str | None = None
+        self.schedule = self._block_schedule()
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def num_blocks(self) -> int:
+        return self.params.num_blocks
+
+    def block_bounds(self, block: int | None = None) -> tuple[int, int]:
+        """Absolute [start, end) of a block in the canvas."""
+        b = self.block if block is None else block
+        start = self.prompt_len + b * self.params.block_length
+        return start, min(start + self.params.block_length, self.prompt_len + self.params.max_tokens)
+
+    def masked_positions(self) -> torch.Tensor:
+        """Absolute positions still masked in the active block, ascending. [m] int64."""
+        start, end = self.block_bounds()
+        return (self.canvas[start:end] == self.mask_id).nonzero().flatten() + start
+
+    def _block_schedule(self) -> list[int]:
+        start, end = self.block_bounds()
+        n, s = end - start, self.params.steps_for_block(self.block)
+        base, extra = divmod(n, s)
+        return [base + (1 if i < extra else 0) for i in range(s)]
+
+    def num_to_commit(self) -> int:
+        """Tokens the exact schedule commits at this step."""
+        return self.schedule[self.step_in_block] if self.step_in_block < len(self.schedule) else 0
+
+    # -- state changes ------------------------------------------------------------------------
+    def commit(self, positions: torch.Tensor, tokens: torch.Tensor) -> None:
+        if positions.numel():
+            self.canvas[positions] = tokens
+            self.canvas_version += 1
+        self.step_in_block += 1
+        self.num_steps += 1
+
+    def is_block_done(self) -> bool:
+        start, end = self.block_bounds()
+        return not bool((self.canvas[start:end] == self.mask_id).any())
+
+    def advance_block(self) -> None:
+        self.block += 1
+        self.step_in_block = 0
+        self.schedule = self._block_schedule()
+
+    def generated_ids(self) -> list[int]:
+        """Committed ids of the finished blocks, up to the cut."""
+        end = min(self.block_bounds(self.block)[0] - self.prompt_len, self.final_len)
+        return self.canvas[self.prompt_len:self.prompt_len + end].tolist()
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status.is_finished

@@ -1,0 +1,123 @@
+"""SamplingParams: every per-request sampling setting, validated with messages a user understands.
+
+Fields left as None take the checkpoint's defaults (its generation_config.json) and then the
+engine's built-in ones, through `resolve()`; a resolved SamplingParams has every field set and has
+passed the cross-field checks (blocks, steps, modes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+
+REMASKING = ("low_confidence", "random")
+
+# Used where neither the request nor the checkpoint says otherwise. steps None -> max_tokens (one
+# token per step, the exact mode); block_length None -> max_tokens (one block, pure diffusion).
+BUILTIN_DEFAULTS = {"max_tokens": 128, "temperature": 0.0, "remasking": "low_confidence", "cfg_scale": 0.0}
+
+# generation_config.json keys that may carry a default for the field of the same name.
+DEFAULTABLE = ("max_tokens", "steps", "block_length", "temperature", "remasking", "cfg_scale",
+               "threshold", "factor", "logits_eos_inf", "confidence_eos_eot_inf")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int | None = None  # generated length (LLaDA's gen_length)
+    steps: int | None = None  # denoising steps over all blocks (exact mode)
+    block_length: int | None = None  # semi-autoregressive block size; the last block may be shorter
+    temperature: float | None = None  # 0: argmax; > 0: sample from softmax(logits / T)
+    remasking: str | None = None  # "low_confidence" | "random": which masked positions commit first
+    cfg_scale: float | None = None  # unsupervised classifier-free guidance weight w (0: off)
+    threshold: float | None = None  # parallel decoding: commit every position with confidence >= t
+    factor: float | None = None  # parallel decoding: commit the k-th best while c_k >= 1 - f/(k+1)
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    logits_eos_inf: bool | None = None  # never emit EOS: the answer always fills max_tokens
+    confidence_eos_eot_inf: bool | None = None  # EOS/EoT candidates commit last within a block
+    early_stop: bool = True  # finish once a finished block holds EOS/EoT instead of running the rest
+    ignore_eos: bool = False  # EOS/EoT do not end the answer: every block runs, text keeps going
+
+    def __post_init__(self):
+        _check_int(self, "max_tokens", 1)
+        _check_int(self, "steps", 1)
+        _check_int(self, "block_length", 1)
+        _check_float(self, "temperature", 0.0)
+        _check_float(self, "cfg_scale", 0.0)
+        if self.remasking is not None and self.remasking not in REMASKING:
+            raise ValueError(f"remasking must be one of {', '.join(REMASKING)}; got {self.remasking!r}")
+        if self.threshold is not None:
+            _check_float(self, "threshold", 0.0)
+            if not 0.0 < self.threshold <= 1.0:
+                raise ValueError(f"threshold must be in (0, 1]; got {self.threshold}")
+        _check_float(self, "factor", 0.0)
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"seed must be an integer; got {self.seed!r}")
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        if any(not isinstance(s, str) or not s for s in stop):
+            raise ValueError("stop must be a string or a list of non-empty strings")
+        object.__setattr__(self, "stop", stop)
+
+    @property
+    def num_blocks(self) -> int:
+        return math.ceil(self.max_tokens / self.block_length)
+
+    @property
+    def mode(self) -> str:
+        """The unmasking policy: "schedule" (exact), "threshold" or "factor"."""
+        return "threshold" if self.threshold is not None else "factor" if self.factor else "schedule"
+
+    def resolve(self, defaults: dict | None = None) -> SamplingParams:
+        """Fill unset fields from `defaults` (a generation_config) then built-ins, and cross-check."""
+        merged = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and defaults and f.name in DEFAULTABLE:
+                value = defaults.get(f.name)
+            if value is None:
+                value = BUILTIN_DEFAULTS.get(f.name)
+            merged[f.name] = value
+        merged["logits_eos_inf"] = bool(merged["logits_eos_inf"])
+        merged["confidence_eos_eot_inf"] = bool(merged["confidence_eos_eot_inf"])
+        if self.threshold is not None or self.factor is not None:
+            # A request that picks one parallel mode must not inherit the other from the checkpoint.
+            merged["threshold"], merged["factor"] = self.threshold, self.factor
+        if merged["block_length"] is None or merged["block_length"] > merged["max_tokens"]:
+            merged["block_length"] = merged["max_tokens"]
+        resolved = replace(self, **merged)
+        if resolved.steps is None:
+            object.__setattr__(resolved, "steps", resolved.max_tokens)
+        if resolved.threshold is not None and resolved.factor is not None:
+            raise ValueError("threshold and factor are two parallel decoding modes: set at most one")
+        if resolved.steps < resolved.num_blocks:
+            raise ValueError(
+                f"steps ({resolved.steps}) must be at least the number of blocks "
+                f"({resolved.num_blocks} = ceil(max_tokens {resolved.max_tokens} / "
+                f"block_length {resolved.block_length}))"
+            )
+        return resolved
+
+    def steps_for_block(self, block: int) -> int:
+        """Steps are split equally over blocks; the first (steps mod num_blocks) blocks get one more."""
+        base, extra = divmod(self.steps, self.num_blocks)
+        return base + (1 if block < extra else 0)
+
+
+def _check_int(params, name: str, minimum: int) -> None:
+    value = getattr(params, name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {value}")
+
+
+def _check_float(params, name: str, minimum: float) -> None:
+    value = getattr(params, name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {value}")

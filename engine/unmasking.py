@@ -1,0 +1,48 @@
+"""Unmasking policies: given the confidences of a block's masked positions, which commit now.
+
+Each policy is one small class with one method, chosen by `SamplingParams.mode` from POLICIES.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class SchedulePolicy:
+    """Exact mode (LLaDA's reference): commit the top-k by confidence, k fixed up front per step."""
+
+    def select(self, confidence: torch.Tensor, request) -> torch.Tensor:
+        k = min(request.num_to_commit(), confidence.numel())
+        return torch.topk(confidence, k).indices
+
+
+class ThresholdPolicy:
+    """Fast-dLLM threshold: every position with confidence >= t, and always the best one."""
+
+    def select(self, confidence: torch.Tensor, request) -> torch.Tensor:
+        chosen = confidence >= request.params.threshold
+        chosen[torch.argmax(confidence)] = True
+        return chosen.nonzero().flatten()
+
+
+class FactorPolicy:
+    """Fast-dLLM factor: the longest prefix of sorted confidences with c_k >= 1 - f / (k + 1)."""
+
+    def select(self, confidence: torch.Tensor, request) -> torch.Tensor:
+        values, order = torch.sort(confidence, descending=True)
+        k = torch.arange(1, values.numel() + 1, device=values.device, dtype=values.dtype)
+        ok = values >= 1.0 - request.params.factor / (k + 1)
+        ok[0] = True  # the best position always commits
+        n = int(ok.long().cumprod(0).sum())
+        return order[:n]
+
+
+POLICIES = {"schedule": SchedulePolicy(), "threshold": ThresholdPolicy(), "factor": FactorPolicy()}
+
+
+def may_commit_nothing(request) -> bool:
+    """Whether the request's next step can leave its canvas unchanged (so its output is reusable)."""
+    if request.params.mode != "schedule":
+        return False
+    nxt = request.step_in_block + 1
+    return nxt < len(request.schedule) and request.schedule[nxt] == 0
