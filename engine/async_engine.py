@@ -1,0 +1,165 @@
+"""AsyncEngine: the engine loop on a background thread, streams of outputs for asyncio callers.
+
+The loop thread owns the Engine: it alone calls add_request, abort and step, so the scheduler needs
+no locks. Callers hand it work through a thread-safe inbox and get outputs back on their event loop
+(`loop.call_soon_threadsafe`), so a forward pass never blocks the event loop. One RequestOutput
+arrives per finished block; the last one has `finished=True`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+
+from engine.engine import Engine, EngineConfig
+from engine.outputs import RequestOutput
+from engine.sampling_params import SamplingParams
+
+log = logging.getLogger("dllm.engine")
+
+
+class QueueFullError(RuntimeError):
+    """Too many requests are waiting; the caller should retry later."""
+
+
+class EngineDeadError(RuntimeError):
+    """The engine loop stopped (shutdown, or an error it could not recover from)."""
+
+
+class AsyncEngine:
+    def __init__(self, engine: Engine, max_waiting: int = 256):
+        self.engine = engine
+        self.max_waiting = max_waiting
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._draining = False
+        self._thread: threading.Thread | None = None
+        self.num_running = 0
+        self.num_waiting = 0
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, max_waiting: int = 256) -> AsyncEngine:
+        return cls(Engine(config), max_waiting=max_waiting)
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def is_running(self) -> bool:
+        return (self._thread is not None and self._thread.is_alive()
+                and not self._stopping and not self._draining)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="dllm-engine", daemon=True)
+            self._thread.start()
+
+    def validate(self, prompt_ids: list[int], params: SamplingParams | None) -> SamplingParams:
+        """Resolve and check a request without queueing it; raises ValueError with a user message."""
+        return self.engine.validate(prompt_ids, params)
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams | None, request_id: str,
+                       prompt: str | None = None) -> AsyncIterator[RequestOutput]:
+        """Queue a request and yield its outputs; leaving the iteration early aborts it."""
+        if not self.is_running:
+            raise EngineDeadError("the engine is not running")
+        self.validate(prompt_ids, params)
+        with self._lock:
+            if self.num_waiting + self._inbox.qsize() >= self.max_waiting:
+                raise QueueFullError(f"server busy: {self.max_waiting} requests already waiting")
+            if request_id in self._streams:
+                raise ValueError(f"request id {request_id!r} is already in use")
+            stream: asyncio.Queue = asyncio.Queue()
+            self._streams[request_id] = (asyncio.get_running_loop(), stream)
+        self._inbox.put(("add", request_id, prompt_ids, params, prompt))
+        self._wake.set()
+        finished = False
+        try:
+            while True:
+                item = await stream.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.abort(request_id)
+            with self._lock:
+                self._streams.pop(request_id, None)
+
+    def abort(self, request_id: str) -> None:
+        self._inbox.put(("abort", request_id))
+        self._wake.set()
+
+    async def shutdown(self, drain_timeout: float = 0.0, timeout: float = 10.0) -> None:
+        """Stop taking work, let in-flight requests finish for up to `drain_timeout` seconds, abort
+        what is left (its callers get EngineDeadError), and join the loop thread."""
+        self._draining = True
+        deadline = asyncio.get_running_loop().time() + drain_timeout
+        while self._streams and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, timeout)
+
+    # -- loop thread ------------------------------------------------------------------------------
+    def _deliver(self, request_id: str, item) -> None:
+        with self._lock:
+            target = self._streams.get(request_id)
+        if target is not None:
+            loop, stream = target
+            try:
+                loop.call_soon_threadsafe(stream.put_nowait, item)
+            except RuntimeError:  # the caller's loop is closed
+                pass
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                msg = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if msg[0] == "add":
+                _, rid, ids, params, prompt = msg
+                try:
+                    self.engine.add_request(rid, ids, params, prompt=prompt)
+                except ValueError as exc:
+                    self._deliver(rid, exc)
+            else:
+                self.engine.abort(msg[1])
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._drain_inbox()
+            sched = self.engine.scheduler
+            self.num_running, self.num_waiting = len(sched.running), len(sched.waiting)
+            if not self.engine.has_unfinished():
+                self._wake.wait(timeout=0.5)
+                self._wake.clear()
+                continue
+            try:
+                outputs = self.engine.step()
+            except Exception as exc:  # fail the batch, keep serving later requests
+                log.exception("engine step failed; aborting the requests in it")
+                self._fail_all(RuntimeError(f"engine step failed: {exc}"))
+                continue
+            for out in outputs:
+                self._deliver(out.request_id, out)
+        self._fail_all(EngineDeadError("the server is shutting down"))
+        self.num_running = self.num_waiting = 0
+
+    def _fail_all(self, exc: BaseException) -> None:
+        sched = self.engine.scheduler
+        for req in list(sched.running) + list(sched.waiting):
+            self.engine.abort(req.request_id)
+            self._deliver(req.request_id, exc)

@@ -1,0 +1,121 @@
+"""The `dllm` command: generate, serve, eval, train-demo.
+
+Each subcommand builds its typed config once from the flags and hands it on; a broken model
+directory or a bad flag ends with a one-line message and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.sampling_params import REMASKING, SamplingParams
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model and engine flags shared by generate, serve and eval."""
+    parser.add_argument("--model", default=None, help="checkpoint directory (default: the shipped demo model)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"],
+                        help="auto: Triton kernels on CUDA, torch references on CPU")
+    parser.add_argument("--max-num-seqs", type=int, default=32, help="requests denoising together")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=65536,
+                        help="canvas positions per forward pass (CFG rows count twice)")
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sampling flags; unset ones take the checkpoint's generation_config.json defaults."""
+    g = parser.add_argument_group("sampling (unset: the checkpoint's defaults)")
+    g.add_argument("--max-tokens", type=int, help="generated length")
+    g.add_argument("--steps", type=int, help="denoising steps over all blocks")
+    g.add_argument("--block-length", type=int, help="semi-autoregressive block size")
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--remasking", choices=REMASKING)
+    g.add_argument("--cfg-scale", type=float, help="classifier-free guidance weight (0: off)")
+    g.add_argument("--threshold", type=float, help="parallel decoding: confidence threshold")
+    g.add_argument("--factor", type=float, help="parallel decoding: factor rule")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def sampling_params_from(args: argparse.Namespace) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=args.max_tokens, steps=args.steps, block_length=args.block_length,
+        temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale,
+        threshold=args.threshold, factor=args.factor, seed=args.seed, stop=args.stop,
+    )
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    return dict(dtype=args.dtype, device=args.device, kernels=args.kernels,
+                max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from engine.llm import LLM
+
+    params = sampling_params_from(args)
+    llm = LLM(args.model, **engine_kwargs(args))
+    if args.chat:
+        convs = [[{"role": "user", "content": p}] for p in args.prompt]
+        outs = llm.chat(convs, params, use_tqdm=not args.quiet)
+    else:
+        outs = llm.generate(args.prompt, params, use_tqdm=not args.quiet)
+    for out in outs:
+        if len(outs) > 1:
+            print(f"--- [{out.finish_reason}, {out.num_forward_passes} forward passes]")
+        print(out.text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dllm", description="Serve and run masked diffusion LMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate from one or more prompts")
+    add_engine_arguments(gen)
+    add_sampling_arguments(gen)
+    gen.add_argument("--chat", action="store_true", help="apply the checkpoint's chat template")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("prompt", nargs="+")
+    gen.set_defaults(func=cmd_generate)
+
+    for name, module, help_text in (
+        ("serve", "server.cli", "OpenAI-compatible HTTP server"),
+        ("eval", "engine.evaluate", "exact-match accuracy of the demo tasks per sampler mode"),
+        ("train-demo", "models.demo_train", "train the demo checkpoint on CPU"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.errors import CheckpointError
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # serve/eval/train-demo own their flags: their modules are imported only when used.
+    if argv and argv[0] in ("serve", "eval", "train-demo"):
+        import importlib
+
+        module = importlib.import_module(parser.parse_args(argv[:1]).module)
+        sub = argparse.ArgumentParser(prog=f"dllm {argv[0]}")
+        module.add_arguments(sub)
+        args = sub.parse_args(argv[1:])
+        runner = module.run
+    else:
+        args = parser.parse_args(argv)
+        runner = args.func
+    try:
+        return int(runner(args) or 0)
+    except (CheckpointError, ValueError) as exc:
+        print(f"dllm {argv[0]}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
