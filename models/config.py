@@ -86,11 +86,10 @@ class LLaDAConfig:
 
         d_model, n_heads = int(get("d_model")), int(get("n_heads"))
         n_kv_heads = int(get("n_kv_heads", n_heads))
-        if d_model % n_heads or n_heads % n_kv_heads:
-            raise CheckpointError(
-                f"{source}: n_heads {n_heads} must divide d_model {d_model} "
-                f"and n_kv_heads {n_kv_heads} must divide n_heads"
-            )
+        if d_model % n_heads:
+            raise CheckpointError(f"{source}: n_heads {n_heads} must divide d_model {d_model}")
+        if n_heads % n_kv_heads:
+            raise CheckpointError(f"{source}: n_kv_heads {n_kv_heads} must divide n_heads {n_heads}")
         mlp_hidden = raw.get("mlp_hidden_size")
         if mlp_hidden is None:
             mlp_hidden = int(get("mlp_ratio")) * d_model
