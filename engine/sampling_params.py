@@ -11,13 +11,14 @@ import math
 from dataclasses import dataclass, field, fields, replace
 
 REMASKING = ("low_confidence", "random")
+SAMPLERS = ("exact", "continuous")
 
 # Used where neither the request nor the checkpoint says otherwise. steps None -> max_tokens (one
 # token per step, the exact mode); block_length None -> max_tokens (one block, pure diffusion).
-BUILTIN_DEFAULTS = {"max_tokens": 128, "temperature": 0.0, "remasking": "low_confidence", "cfg_scale": 0.0}
+BUILTIN_DEFAULTS = {"max_tokens": 128, "sampler": "exact", "temperature": 0.0, "remasking": "low_confidence", "cfg_scale": 0.0}
 
 # generation_config.json keys that may carry a default for the field of the same name.
-DEFAULTABLE = ("max_tokens", "steps", "block_length", "temperature", "remasking", "cfg_scale",
+DEFAULTABLE = ("max_tokens", "steps", "block_length", "temperature", "remasking", "cfg_scale", "sampler",
                "threshold", "factor", "logits_eos_inf", "confidence_eos_eot_inf")
 
 
@@ -29,6 +30,7 @@ class SamplingParams:
     temperature: float | None = None  # 0: argmax; > 0: sample from softmax(logits / T)
     remasking: str | None = None  # "low_confidence" | "random": which masked positions commit first
     cfg_scale: float | None = None  # unsupervised classifier-free guidance weight w (0: off)
+    sampler: str | None = None  # "exact" (LLaDA's fixed schedule) | "continuous" (SMDM/RADD style)
     threshold: float | None = None  # parallel decoding: commit every position with confidence >= t
     factor: float | None = None  # parallel decoding: commit the k-th best while c_k >= 1 - f/(k+1)
     seed: int | None = None
@@ -46,6 +48,8 @@ class SamplingParams:
         _check_float(self, "cfg_scale", 0.0)
         if self.remasking is not None and self.remasking not in REMASKING:
             raise ValueError(f"remasking must be one of {', '.join(REMASKING)}; got {self.remasking!r}")
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
         if self.threshold is not None:
             _check_float(self, "threshold", 0.0)
             if not 0.0 < self.threshold <= 1.0:
@@ -64,8 +68,12 @@ class SamplingParams:
 
     @property
     def mode(self) -> str:
-        """The unmasking policy: "schedule" (exact), "threshold" or "factor"."""
-        return "threshold" if self.threshold is not None else "factor" if self.factor else "schedule"
+        """The unmasking policy: "schedule" (exact), "continuous", "threshold" or "factor"."""
+        if self.threshold is not None:
+            return "threshold"
+        if self.factor is not None:
+            return "factor"
+        return "continuous" if self.sampler == "continuous" else "schedule"
 
     def resolve(self, defaults: dict | None = None) -> SamplingParams:
         """Fill unset fields from `defaults` (a generation_config) then built-ins, and cross-check."""
@@ -89,6 +97,8 @@ class SamplingParams:
             object.__setattr__(resolved, "steps", resolved.max_tokens)
         if resolved.threshold is not None and resolved.factor is not None:
             raise ValueError("threshold and factor are two parallel decoding modes: set at most one")
+        if resolved.sampler == "continuous" and (resolved.threshold is not None or resolved.factor):
+            raise ValueError("the continuous sampler does not combine with threshold or factor decoding")
         if resolved.steps < resolved.num_blocks:
             raise ValueError(
                 f"steps ({resolved.steps}) must be at least the number of blocks "

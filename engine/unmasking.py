@@ -37,12 +37,34 @@ class FactorPolicy:
         return order[:n]
 
 
-POLICIES = {"schedule": SchedulePolicy(), "threshold": ThresholdPolicy(), "factor": FactorPolicy()}
+class ContinuousPolicy:
+    """SMDM/RADD continuous time: at step t -> s = t - 1/S of a block's S steps, each masked position
+    is revealed independently with probability 1 - s/t (so every one at the last step). With many
+    steps most reveal nothing, and those steps reuse the previous forward."""
+
+    def select(self, confidence: torch.Tensor, request) -> torch.Tensor:
+        steps = len(request.schedule)
+        t = 1.0 - request.step_in_block / steps
+        reveal_p = 1.0 - max(t - 1.0 / steps, 0.0) / t
+        u = torch.rand(confidence.shape, device=confidence.device, generator=request.generator)
+        return (u < reveal_p).nonzero().flatten()
+
+
+POLICIES = {
+    "schedule": SchedulePolicy(),
+    "threshold": ThresholdPolicy(),
+    "factor": FactorPolicy(),
+    "continuous": ContinuousPolicy(),
+}
 
 
 def may_commit_nothing(request) -> bool:
-    """Whether the request's next step can leave its canvas unchanged (so its output is reusable)."""
-    if request.params.mode != "schedule":
+    """Whether this step can leave the canvas unchanged, so that its output is worth keeping for
+    reuse by the next step (exact: the network has no time input)."""
+    mode = request.params.mode
+    if mode == "continuous":
+        return request.step_in_block + 1 < len(request.schedule)
+    if mode != "schedule":
         return False
     nxt = request.step_in_block + 1
     return nxt < len(request.schedule) and request.schedule[nxt] == 0
