@@ -23,14 +23,13 @@ the GPU only partly.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from kernels._cast import INTERPRET, cast_rne
 
 
 def attention_ref(
@@ -152,7 +151,7 @@ def _attention_kernel(
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        p = p.to(V.dtype.element_ty)
+        p = cast_rne(p, V.dtype.element_ty, UPCAST)
         if UPCAST:
             p = p.to(tl.float32)
             v = v.to(tl.float32)
@@ -161,7 +160,7 @@ def _attention_kernel(
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(
         OUT + rows64[:, None] * (NUM_HEADS * HEAD_DIM) + head * HEAD_DIM + dims[None, :],
-        out.to(OUT.dtype.element_ty),
+        cast_rne(out, OUT.dtype.element_ty, UPCAST),
         mask=row_mask[:, None] & dim_mask[None, :],
     )
 
@@ -221,7 +220,7 @@ def attention(
         BLOCK_N=block_n,
         BLOCK_D=block_d,
         BLOCK_B=max(16, triton.next_power_of_2(num_seqs)),
-        UPCAST=_INTERPRET,
+        UPCAST=INTERPRET,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=4,
         num_stages=2,

@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._cast import INTERPRET, cast_rne
+
 
 def rms_norm_ref(
     x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
@@ -43,6 +45,7 @@ def _rms_norm_kernel(
     EPS,
     HAS_RESIDUAL: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    INTERP: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_D)
@@ -50,13 +53,13 @@ def _rms_norm_kernel(
     x = tl.load(X + row * STRIDE_X + cols, mask=mask, other=0.0)
     if HAS_RESIDUAL:
         r = tl.load(RES + row * STRIDE_R + cols, mask=mask, other=0.0)
-        x = (x.to(tl.float32) + r.to(tl.float32)).to(X.dtype.element_ty)  # rounded like torch
+        x = cast_rne(x.to(tl.float32) + r.to(tl.float32), X.dtype.element_ty, INTERP)  # like torch
         tl.store(H + row * D + cols, x, mask=mask)
     xf = x.to(tl.float32)
     inv_rms = tl.rsqrt(tl.sum(xf * xf, 0) / D + EPS)
-    xn = (xf * inv_rms).to(X.dtype.element_ty).to(tl.float32)
+    xn = cast_rne(xf * inv_rms, X.dtype.element_ty, INTERP).to(tl.float32)
     w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(Y + row * D + cols, (xn * w).to(Y.dtype.element_ty), mask=mask)
+    tl.store(Y + row * D + cols, cast_rne(xn * w, Y.dtype.element_ty, INTERP), mask=mask)
 
 
 def rms_norm(
@@ -87,6 +90,7 @@ def rms_norm(
             float(eps),
             HAS_RESIDUAL=residual is not None,
             BLOCK_D=block_d,
+            INTERP=INTERPRET,
             num_warps=min(16, max(1, block_d // 512)),
         )
     return (y, h) if residual is not None else y

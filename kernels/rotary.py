@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._cast import INTERPRET, cast_rne
+
 
 def rotary_ref(
     x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -44,6 +46,7 @@ def _rotary_kernel(
     STRIDE_XH,
     BLOCK_H: tl.constexpr,
     BLOCK_HALF: tl.constexpr,
+    INTERP: tl.constexpr,
 ):
     tok = tl.program_id(0).to(tl.int64)
     heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -57,8 +60,8 @@ def _rotary_kernel(
     x1 = tl.load(x_ptr, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(x_ptr + HALF, mask=mask, other=0.0).to(tl.float32)
     o_ptr = OUT + tok * NUM_HEADS * 2 * HALF + heads[:, None] * 2 * HALF + cols[None, :]
-    tl.store(o_ptr, (x1 * c - x2 * s).to(OUT.dtype.element_ty), mask=mask)
-    tl.store(o_ptr + HALF, (x2 * c + x1 * s).to(OUT.dtype.element_ty), mask=mask)
+    tl.store(o_ptr, cast_rne(x1 * c - x2 * s, OUT.dtype.element_ty, INTERP), mask=mask)
+    tl.store(o_ptr + HALF, cast_rne(x2 * c + x1 * s, OUT.dtype.element_ty, INTERP), mask=mask)
 
 
 def rotary(x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -91,6 +94,7 @@ def rotary(x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: tor
             x.stride(1),
             BLOCK_H=block_h,
             BLOCK_HALF=triton.next_power_of_2(half),
+            INTERP=INTERPRET,
             num_warps=4,
         )
     return out

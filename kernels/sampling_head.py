@@ -26,13 +26,11 @@ Limits: V < 2^31; logits/uncond fp32, fp16 or bf16 with unit stride along V; noi
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from kernels._cast import INTERPRET
 
 
 def _cfg_logits(logits: torch.Tensor, uncond: torch.Tensor | None, cfg_scale: float) -> torch.Tensor:
@@ -167,7 +165,7 @@ def sample_head(
     probs = torch.empty(num_rows, dtype=torch.float32, device=logits.device)
     if num_rows == 0:
         return tokens, probs
-    block_v = min(512 if _INTERPRET else 2048, triton.next_power_of_2(vocab))
+    block_v = min(512 if INTERPRET else 2048, triton.next_power_of_2(vocab))
     _sample_head_kernel[(num_rows,)](
         logits,
         logits if uncond is None else uncond,

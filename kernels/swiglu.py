@@ -14,6 +14,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from kernels._cast import INTERPRET, cast_rne
+
 
 def swiglu_ref(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """gate, up: [N, h] of one dtype. Returns [N, h]."""
@@ -29,6 +31,7 @@ def _swiglu_kernel(
     STRIDE_G,
     STRIDE_U,
     BLOCK: tl.constexpr,
+    INTERP: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -36,7 +39,7 @@ def _swiglu_kernel(
     g = tl.load(GATE + row * STRIDE_G + cols, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(UP + row * STRIDE_U + cols, mask=mask, other=0.0).to(tl.float32)
     out = g / (1.0 + tl.exp(-g)) * u
-    tl.store(OUT + row * NUM_COLS + cols, out.to(OUT.dtype.element_ty), mask=mask)
+    tl.store(OUT + row * NUM_COLS + cols, cast_rne(out, OUT.dtype.element_ty, INTERP), mask=mask)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -49,5 +52,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     if out.numel() > 0:
         block = min(1024, triton.next_power_of_2(num_cols))
         grid = (num_rows, triton.cdiv(num_cols, block))
-        _swiglu_kernel[grid](gate, up, out, num_cols, gate.stride(0), up.stride(0), BLOCK=block, num_warps=4)
+        _swiglu_kernel[grid](
+            gate, up, out, num_cols, gate.stride(0), up.stride(0), BLOCK=block, INTERP=INTERPRET, num_warps=4
+        )
     return out
