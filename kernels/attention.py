@@ -12,7 +12,7 @@ one sequence and one q head, streams that sequence's keys in BLOCK_N tiles with 
 to v's dtype before the P @ V product, as flash kernels do. The launch needs no host sync: the grid is
 (cdiv(Nq, BLOCK_M) + B, H), an upper bound on the number of query blocks, and each program finds its
 (sequence, query block) from a prefix sum of per-sequence block counts computed in the kernel; the
-spare programs exit at once.
+spare programs find empty ranges and store nothing.
 Limits: B <= 4096 sequences; head_dim <= 256 (padded to a power of two); q, k, v of one dtype
 (fp32, fp16, bf16) with unit stride along head_dim; fp32 inputs use IEEE fp32 dots, not TF32. A
 sequence with queries and no keys gets zeros (the reference gives NaN). GQA programs re-read their kv
@@ -103,14 +103,13 @@ def _attention_kernel(
     num_blocks = (ends - starts + BLOCK_M - 1) // BLOCK_M
     blocks_end = tl.cumsum(num_blocks, 0)  # inclusive prefix sum
     seq = tl.sum((blocks_end <= pid).to(tl.int32), 0)
-    if seq >= NUM_SEQS:
-        return
+    is_real = seq < NUM_SEQS  # spare programs get empty query and key ranges below
     pick = seq_ids == seq
     q_start = tl.sum(tl.where(pick, starts, 0), 0)
     q_end = tl.sum(tl.where(pick, ends, 0), 0)
     block = pid - tl.sum(tl.where(pick, blocks_end - num_blocks, 0), 0)
-    k_start = tl.load(CU_K + seq)
-    k_end = tl.load(CU_K + seq + 1)
+    k_start = tl.load(CU_K + seq, mask=is_real, other=0)
+    k_end = tl.load(CU_K + seq + 1, mask=is_real, other=0)
 
     rows = q_start + block * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < q_end
