@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.sampling_params import REMASKING, SamplingParams
+from engine.sampling_params import REMASKING, SAMPLERS, SamplingParams
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +33,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=float)
     g.add_argument("--remasking", choices=REMASKING)
     g.add_argument("--cfg-scale", type=float, help="classifier-free guidance weight (0: off)")
+    g.add_argument("--sampler", choices=SAMPLERS, help="exact (fixed schedule) or continuous")
     g.add_argument("--threshold", type=float, help="parallel decoding: confidence threshold")
     g.add_argument("--factor", type=float, help="parallel decoding: factor rule")
     g.add_argument("--seed", type=int)
@@ -43,7 +44,7 @@ def sampling_params_from(args: argparse.Namespace) -> SamplingParams:
     return SamplingParams(
         max_tokens=args.max_tokens, steps=args.steps, block_length=args.block_length,
         temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale,
-        threshold=args.threshold, factor=args.factor, seed=args.seed, stop=args.stop,
+        sampler=args.sampler, threshold=args.threshold, factor=args.factor, seed=args.seed, stop=args.stop,
     )
 
 
