@@ -1,0 +1,39 @@
+"""Rotary embedding on [N, 32, 128] bf16 (LLaDA-8B q or k): Triton vs torch eager."""
+
+import functools
+
+import torch
+from _common import H200_COPY_TBPS, Report, bench_ms, tbps
+
+from kernels.rotary import rotary, rotary_ref
+
+
+def main() -> None:
+    report = Report("bench_rotary", ["tokens", "impl", "ms", "TB/s", "frac_measured_copy", "frac_h200_copy"])
+    inv_freq = 1.0 / (500000.0 ** (torch.arange(0, 128, 2, device="cuda").float() / 128))
+    angles = torch.arange(8192, device="cuda").float()[:, None] * inv_freq
+    cos, sin = angles.cos(), angles.sin()
+    for tokens in (32, 512, 2048, 8192):
+        x = torch.randn(tokens, 32, 128, device="cuda", dtype=torch.bfloat16)
+        pos = torch.randint(0, 8192, (tokens,), device="cuda")
+        num_bytes = 2 * x.numel() * 2 + tokens * 128 * 4  # x in and out; a cos and a sin row per token
+        for name, fn in {"triton": rotary, "torch_eager": rotary_ref}.items():
+            try:
+                ms = bench_ms(functools.partial(fn, x, pos, cos, sin))
+            except Exception as exc:
+                print(f"  {name} tokens={tokens} failed: {type(exc).__name__}: {exc}")
+                continue
+            bw = tbps(num_bytes, ms)
+            report.add(
+                tokens=tokens,
+                impl=name,
+                ms=ms,
+                **{"TB/s": bw},
+                frac_measured_copy=bw / report.copy_tbps,
+                frac_h200_copy=bw / H200_COPY_TBPS,
+            )
+    report.save()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Sampling head over LLaDA's 126464-token vocabulary, bf16 logits: fused Triton pass vs the float64
+path of LLaDA's published sampler (Gumbel noise in float64 over [R, V], argmax, fp32 softmax for the
+confidence, gather). Time and peak extra memory per call; TB/s counts only the logits read once.
+"""
+
+import functools
+
+import torch
+from _common import H200_COPY_TBPS, Report, bench_ms, peak_mem_mb, tbps
+
+from kernels.sampling_head import sample_head
+
+VOCAB = 126464
+
+
+def llada_float64(logits, temperature, uncond=None, cfg_scale=0.0):
+    """The reference sampler's tensor path (one temperature for the batch, as in LLaDA's code)."""
+    if uncond is not None:
+        logits = uncond + (cfg_scale + 1) * (logits - uncond)
+    t = float(temperature[0])
+    if t == 0:
+        tokens = torch.argmax(logits, dim=-1)
+    else:
+        lg = logits.to(torch.float64)
+        noise = torch.rand_like(lg)
+        gumbel_noise = (-torch.log(noise)) ** t
+        tokens = torch.argmax(lg.exp() / gumbel_noise, dim=-1)
+    probs = torch.softmax(logits.float(), dim=-1)
+    return tokens, torch.gather(probs, -1, tokens[:, None]).squeeze(-1)
+
+
+def main() -> None:
+    report = Report(
+        "bench_sampling_head",
+        ["rows", "mode", "impl", "ms", "peak_extra_MiB", "TB/s", "frac_measured_copy", "frac_h200_copy"],
+    )
+    for rows in (32, 256, 2048):
+        logits = torch.randn(rows, VOCAB, device="cuda", dtype=torch.bfloat16) * 3
+        uncond = torch.randn_like(logits) * 3
+        seeds = torch.arange(rows, device="cuda")
+        for mode, temp_value, with_cfg in (
+            ("greedy", 0.0, False),
+            ("T=0.7", 0.7, False),
+            ("T=0.7+cfg", 0.7, True),
+        ):
+            temp = torch.full((rows,), temp_value, device="cuda")
+            un = uncond if with_cfg else None
+            num_bytes = logits.numel() * 2 * (2 if with_cfg else 1)
+            impls = {
+                "triton_fused": functools.partial(sample_head, logits, temp, seeds, un, 1.0),
+                "llada_float64": functools.partial(llada_float64, logits, temp, un, 1.0),
+            }
+            for name, fn in impls.items():
+                try:
+                    mem = peak_mem_mb(fn)
+                    ms = bench_ms(fn)
+                except Exception as exc:  # e.g. out of memory in the float64 path
+                    print(f"  {name} rows={rows} {mode} failed: {type(exc).__name__}: {exc}")
+                    torch.cuda.empty_cache()
+                    continue
+                bw = tbps(num_bytes, ms)
+                report.add(
+                    rows=rows,
+                    mode=mode,
+                    impl=name,
+                    ms=ms,
+                    peak_extra_MiB=mem,
+                    **{"TB/s": bw},
+                    frac_measured_copy=bw / report.copy_tbps,
+                    frac_h200_copy=bw / H200_COPY_TBPS,
+                )
+        del logits, uncond
+        torch.cuda.empty_cache()
+    report.save()
+
+
+if __name__ == "__main__":
+    main()
