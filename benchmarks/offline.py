@@ -43,6 +43,28 @@ def tiny_model(out_dir: Path) -> Path:
     return out_dir
 
 
+LLADA_8B = dict(d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32, mlp_hidden_size=12288,
+                vocab_size=126464, mask_token_id=126336, eos_token_id=126081, max_sequence_length=4096)
+
+
+def random_llada_8b(device: str, dtype: torch.dtype):
+    """LLaDA-8B's exact shapes with random weights, built on the device (no checkpoint on disk)."""
+    from models.checkpoint_writer import llada_config_dict
+    from models.config import LLaDAConfig
+    from models.llada import LLaDAModel
+    from models.registry import LoadedModel
+
+    cfg = LLaDAConfig.from_dict(llada_config_dict(**LLADA_8B))
+    with torch.device(device):
+        model = LLaDAModel(cfg).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02) if p.dim() > 1 else p.fill_(1.0)
+    model.requires_grad_(False).eval()
+    return LoadedModel(path=Path("random-llada-8b"), config=cfg, model=model, tokenizer=None,
+                       device=torch.device(device), dtype=dtype, stop_token_ids=(cfg.eos_token_id,))
+
+
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
@@ -75,6 +97,7 @@ def measure(llm: LLM, batch: int, params: SamplingParams, prompt_len: int, repea
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="checkpoint directory (default: a tiny random model)")
+    ap.add_argument("--llada-8b", action="store_true", help="random weights at LLaDA-8B shapes, bf16 (GPU)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--kernels", default="auto")
     ap.add_argument("--batches", default="1,8")
@@ -86,14 +109,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model or tiny_model(Path(tmp))
+        if args.llada_8b:
+            model_dir = random_llada_8b(args.device, torch.bfloat16)
+        else:
+            model_dir = args.model or tiny_model(Path(tmp))
         llm = LLM(model_dir, device=args.device, kernels=args.kernels)
         params = SamplingParams(max_tokens=args.max_tokens, steps=args.max_tokens,
                                 block_length=args.block_length, temperature=0.0, ignore_eos=True)
         results = [measure(llm, int(b), params, args.prompt_len, args.repeats) for b in args.batches.split(",")]
 
     dev = device_name(args.device)
-    header = (f"Offline engine, {'tiny random model (d=256, 4 layers)' if args.model is None else args.model}, "
+    what = "random LLaDA-8B shapes, bf16" if args.llada_8b else args.model or "tiny random model (d=256, 4 layers)"
+    header = (f"Offline engine, {what}, "
               f"device: {dev}, kernels: {llm.engine.ops.name}, prompt {args.prompt_len}, "
               f"max_tokens {args.max_tokens}, block {args.block_length}, one token per step")
     lines = [header, "", "| batch | tokens/s | forwards/s | rows/forward | seconds |", "|---|---|---|---|---|"]
@@ -105,7 +132,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "gpu" if args.device.startswith("cuda") else "cpu"
-    name = "offline_" + tag + ("" if args.model is None else "_" + Path(args.model).name)
+    name = f"offline_{tag}_{llm.engine.ops.name}" + ("_llada8b" if args.llada_8b else "")
+    if args.model:
+        name += "_" + Path(args.model).name
     (out / f"{name}.md").write_text(table + "\n")
     (out / f"{name}.json").write_text(json.dumps({"device": dev, "header": header, "results": results}, indent=2))
     return 0

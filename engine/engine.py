@@ -17,7 +17,7 @@ from engine.request import Request
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler
 from kernels.ops import get_ops
-from models.registry import DEMO_MODEL_DIR, load_model
+from models.registry import DEMO_MODEL_DIR, LoadedModel, load_model
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,11 @@ class EngineConfig:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None):
+        """`loaded` skips loading `config.model` (benchmarks build random full-size models)."""
         self.config = config
-        self.loaded = load_model(config.model or DEMO_MODEL_DIR, dtype=config.dtype, device=config.device)
+        self.loaded = loaded or load_model(config.model or DEMO_MODEL_DIR, dtype=config.dtype,
+                                           device=config.device)
         self.tokenizer = self.loaded.tokenizer
         self.model_config = self.loaded.config
         self.max_model_len = self.model_config.max_sequence_length

@@ -15,15 +15,19 @@ import itertools
 from engine.engine import Engine, EngineConfig
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
+from models.registry import LoadedModel
 from models.tokenizer import render_chat
 
 
 class LLM:
+    """`model`: a checkpoint directory, None for the demo model, or an already built LoadedModel."""
+
     def __init__(self, model=None, *, dtype: str = "auto", device: str = "auto", kernels: str = "auto",
                  max_num_seqs: int = 32, max_num_batched_tokens: int = 65536):
-        self.engine = Engine(EngineConfig(model=model, dtype=dtype, device=device, kernels=kernels,
-                                          max_num_seqs=max_num_seqs,
-                                          max_num_batched_tokens=max_num_batched_tokens))
+        loaded = model if isinstance(model, LoadedModel) else None
+        self.engine = Engine(EngineConfig(model=None if loaded else model, dtype=dtype, device=device,
+                                          kernels=kernels, max_num_seqs=max_num_seqs,
+                                          max_num_batched_tokens=max_num_batched_tokens), loaded)
         self.tokenizer = self.engine.tokenizer
         self._ids = itertools.count()
 
