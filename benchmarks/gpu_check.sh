@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# GPU check for the kernels: gpu-tier tests at LLaDA-8B shapes, then every kernel benchmark.
+# GPU check: gpu-tier tests (kernels at LLaDA-8B shapes, engine on CUDA), every kernel benchmark,
+# and the offline engine at LLaDA-8B shapes (random weights) with torch and Triton kernels.
 # Run from the repository root:  PYTHONPATH=. bash benchmarks/gpu_check.sh
-# Everything (log, junit xml, per-benchmark CSV/markdown, summary.md) goes to "${OUT:-benchmarks/results}".
+# Everything (log, junit xml, per-benchmark CSV/markdown, summary.md) goes to "${RESULTS_DIR:-benchmarks/results}".
 # One failing step does not stop the others; the exit status is 1 if any step failed.
-# Budget: about 6 minutes on an H200 (each step has its own timeout).
+# Budget: about 6 minutes on an H200 (each step has its own timeout; steps that would start after
+# GPU_CHECK_BUDGET seconds, default 500, are skipped and listed as such). When $OUT is set (the
+# device tool), everything is also packed into $OUT/gpu_results.tgz, since few files come back.
 set -u
+T0=$(date +%s)
+BUDGET="${GPU_CHECK_BUDGET:-500}"
 
-OUT_DIR="${OUT:-benchmarks/results}"
+OUT_DIR="${RESULTS_DIR:-benchmarks/results}"
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/gpu_check.log"
 SUMMARY="$OUT_DIR/summary.md"
@@ -22,6 +27,11 @@ run_step() {  # run_step NAME TIMEOUT_S CMD...
     shift 2
     local start rc
     start=$(date +%s)
+    if [ $(( start - T0 )) -gt "$BUDGET" ]; then
+        echo "=== [$name] skipped: past the ${BUDGET}s budget" | tee -a "$LOG"
+        STEPS+=("| $name | skipped | 0 |")
+        return
+    fi
     echo "=== [$name] $* (timeout ${limit}s)" | tee -a "$LOG"
     timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
     rc=${PIPESTATUS[0]}
@@ -42,8 +52,15 @@ unset TRITON_INTERPRET
 
 run_step "pytest -m gpu" 180 "$PY" -m pytest -m gpu tests/kernels -q -p no:cacheprovider \
     --junitxml="$OUT_DIR/gpu_tests.xml"
-for bench in benchmarks/kernels/bench_*.py; do
-    run_step "$(basename "$bench" .py)" 90 "$PY" "$bench"
+run_step "pytest -m gpu (engine, models)" 150 "$PY" -m pytest -m gpu tests/engine tests/models -q \
+    -p no:cacheprovider --junitxml="$OUT_DIR/gpu_engine_tests.xml"
+for bench in attention sampling_head rms_norm swiglu rotary; do
+    run_step "bench_$bench" 90 "$PY" "benchmarks/kernels/bench_$bench.py"
+done
+for kernels in triton torch; do
+    run_step "offline LLaDA-8B shapes ($kernels)" 120 "$PY" benchmarks/offline.py --device cuda \
+        --llada-8b --kernels "$kernels" --batches 1,8 --prompt-len 64 --max-tokens 128 \
+        --block-length 32 --repeats 2 --out "$OUT_DIR"
 done
 # The small interpreter-tier tests, compiled for the GPU this time (cheap; extra coverage).
 run_step "pytest -m interpreter (compiled)" 90 "$PY" -m pytest -m interpreter tests/kernels -q \
@@ -59,9 +76,12 @@ run_step "pytest -m interpreter (compiled)" 90 "$PY" -m pytest -m interpreter te
     echo "|---|---|---|"
     printf '%s\n' "${STEPS[@]}"
     echo
-    for md in "$OUT_DIR"/bench_*.md; do
+    for md in "$OUT_DIR"/bench_*.md "$OUT_DIR"/offline_gpu_*.md; do
         [ -f "$md" ] && { cat "$md"; echo; }
     done
 } >"$SUMMARY"
 echo "summary: $SUMMARY" | tee -a "$LOG"
+if [ -n "${OUT:-}" ] && [ "$OUT_DIR" != "$OUT" ]; then
+    tar czf "$OUT/gpu_results.tgz" -C "$OUT_DIR" . && cp "$SUMMARY" "$LOG" "$OUT/"
+fi
 exit "$failed"
