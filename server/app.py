@@ -1,0 +1,142 @@
+"""The app factory and the routes: parse and check the request, convert it, run it, answer in JSON
+or server-sent events. Everything else lives in the modules the handlers call.
+
+    POST /v1/chat/completions   POST /v1/completions   GET /v1/models[/{id}]   (API key if configured)
+    GET /health (200 while taking requests, 503 while draining)   GET /metrics (Prometheus text)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+
+from server import errors
+from server import protocol as p
+from server.auth import api_key_checker
+from server.config import ServerConfig
+from server.convert import (
+    ChatFormat,
+    CompletionFormat,
+    ResponseMeta,
+    chat_prompt_ids,
+    check_request,
+    completion_prompt_ids,
+    sampling_params,
+)
+from server.errors import APIError, from_validation_error, invalid_request
+from server.generation import EventStreamResponse, Generation, collect, sse_stream
+from server.metrics import CONTENT_TYPE, Metrics, RequestCounter
+
+
+def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> FastAPI:
+    """An app serving `engine` (an AsyncEngine, started and shut down by the app's lifespan)."""
+    metrics = metrics or Metrics()
+    metrics.bind(engine)
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        engine.start()
+        try:
+            yield
+        finally:
+            await engine.shutdown(drain_timeout=0)
+
+    app = FastAPI(title="dllm-serve", summary="OpenAI-compatible API for masked diffusion LMs",
+                  lifespan=lifespan)
+    errors.install(app)
+    app.add_middleware(RequestCounter, metrics=metrics)
+
+    @app.get("/health")
+    async def health():
+        if not engine.is_running:
+            raise APIError(503, "the server is shutting down", "service_unavailable_error",
+                           code="server_shutting_down")
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(api_key_checker(config.api_key))])
+    card = p.ModelCard(id=config.served_model_name, created=created)
+
+    @v1.get("/models")
+    async def list_models():
+        return p.ModelList(data=[card]).model_dump()
+
+    @v1.get("/models/{model_id:path}")
+    async def get_model(model_id: str):
+        if model_id != config.served_model_name:
+            raise _unknown_model(model_id)
+        return card.model_dump()
+
+    @v1.post("/chat/completions")
+    async def chat_completions(request: Request):
+        arrival = time.monotonic()
+        req = await _parse(request, p.ChatCompletionRequest)
+        prompts = [chat_prompt_ids(engine.tokenizer, req.messages)]
+        return await _generate(request, req, ChatFormat, "chatcmpl", prompts, arrival)
+
+    @v1.post("/completions")
+    async def completions(request: Request):
+        arrival = time.monotonic()
+        req = await _parse(request, p.CompletionRequest)
+        prompts = completion_prompt_ids(engine.tokenizer, req.prompt)
+        return await _generate(request, req, CompletionFormat, "cmpl", prompts, arrival)
+
+    async def _parse(request: Request, model: type[BaseModel]):
+        """Body -> protocol model, or the 4xx that says what is wrong with it."""
+        limit = config.max_request_bytes
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise APIError(413, f"request body larger than {limit} bytes", code="request_too_large")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise APIError(413, f"request body larger than {limit} bytes", code="request_too_large")
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            raise invalid_request("We could not parse the JSON body of your request: send valid JSON "
+                                  "(Content-Type: application/json).", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise invalid_request("The request body must be a JSON object.", code="invalid_json")
+        try:
+            req = model.model_validate(data)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from None
+        if req.model != config.served_model_name:
+            raise _unknown_model(req.model)
+        unsupported = req.unsupported()
+        if unsupported is not None:
+            raise invalid_request(unsupported[1], unsupported[0], "unsupported_parameter")
+        return req
+
+    async def _generate(request: Request, req, fmt, prefix: str, prompts: list[list[int]], arrival: float):
+        params = sampling_params(req, config.defaults, fmt.prompt_param)
+        check_request(engine, prompts, params, fmt.prompt_param, req.max_tokens_param)
+        meta = ResponseMeta.new(prefix, config.served_model_name)
+        timeout = config.request_timeout_s
+        gen = Generation(engine, metrics, None if timeout is None else arrival + timeout, arrival)
+        for i, ids in enumerate(prompts):
+            await gen.add(ids, params, f"{meta.id}-{i}", fmt.prompt_param)
+        if req.stream:
+            include_usage = req.stream_options is not None and req.stream_options.include_usage
+            return EventStreamResponse(sse_stream(fmt, meta, gen, prompts, include_usage), gen.close)
+        finals = await collect(gen, request, fmt.prompt_param)
+        if finals is None:  # the client went away; nobody reads this (nginx's "client closed request")
+            return Response(status_code=499)
+        return JSONResponse(fmt.response(meta, prompts, finals).model_dump())
+
+    def _unknown_model(name: str) -> APIError:
+        return APIError(404, f"The model `{name}` does not exist; this server serves "
+                        f"`{config.served_model_name}`.", param="model", code="model_not_found")
+
+    app.include_router(v1)
+    return app

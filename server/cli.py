@@ -1,0 +1,103 @@
+"""`dllm serve`: flags (environment variables give their defaults), the engine, uvicorn.
+
+    dllm serve --model PATH --host 0.0.0.0 --port 8000 [--api-key KEY] [--max-num-seqs N] ...
+
+Shutdown (SIGTERM or Ctrl-C): the listening socket closes, /health turns 503, in-flight requests get
+--drain-timeout seconds to finish; what is left is aborted (a stream ends with an error event and
+[DONE], a JSON request gets a 503), then the engine thread stops and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+# Environment variable -> flag it gives the default for (a Docker image sets these).
+ENV_DEFAULTS = {
+    "DLLM_MODEL": "model",
+    "DLLM_HOST": "host",
+    "DLLM_PORT": "port",
+    "DLLM_API_KEY": "api_key",
+    "DLLM_SERVED_MODEL_NAME": "served_model_name",
+    "DLLM_MAX_NUM_SEQS": "max_num_seqs",
+    "DLLM_MAX_WAITING": "max_waiting",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from engine.cli import add_engine_arguments, add_sampling_arguments
+
+    add_engine_arguments(parser)
+    add_sampling_arguments(parser)  # here: defaults for the fields a request leaves unset
+    g = parser.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; "
+                   "0.0.0.0 for every interface)")
+    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/*")
+    g.add_argument("--served-model-name", default=None,
+                   help="the name requests use as `model` (default: the checkpoint directory's name)")
+    g.add_argument("--max-waiting", type=int, default=256,
+                   help="queued requests beyond --max-num-seqs; more get 429")
+    g.add_argument("--request-timeout", type=float, default=600.0,
+                   help="seconds from arrival to the last block; 0: no limit (default 600)")
+    g.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="on shutdown, seconds in-flight requests get to finish (default 30)")
+    g.add_argument("--max-request-bytes", type=int, default=4 * 2**20, help="largest request body")
+    g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    # String defaults go through each flag's `type`, so a bad value reads like a bad flag.
+    env = {dest: os.environ[var] for var, dest in ENV_DEFAULTS.items() if os.environ.get(var)}
+    parser.set_defaults(**env)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.async_engine import AsyncEngine
+    from engine.cli import engine_kwargs, sampling_params_from
+    from engine.engine import EngineConfig
+    from models.registry import DEMO_MODEL_DIR
+    from server.app import build_app
+    from server.config import ServerConfig
+
+    if not 0 <= args.port < 65536:
+        raise ValueError(f"--port must be in [0, 65535]; got {args.port}")
+    if args.max_waiting < 0:
+        raise ValueError(f"--max-waiting must be >= 0; got {args.max_waiting}")
+    model_dir = Path(args.model) if args.model else DEMO_MODEL_DIR
+    config = ServerConfig(
+        served_model_name=args.served_model_name or model_dir.resolve().name,
+        api_key=args.api_key,
+        request_timeout_s=args.request_timeout or None,
+        drain_timeout_s=args.drain_timeout,
+        max_request_bytes=args.max_request_bytes,
+        defaults=sampling_params_from(args),
+    )
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = AsyncEngine.from_config(EngineConfig(model=model_dir, **engine_kwargs(args)),
+                                     max_waiting=args.max_waiting)
+    app = build_app(engine, config)
+    uv_config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                               lifespan="on", timeout_graceful_shutdown=args.drain_timeout + 5)
+    logging.getLogger("dllm.server").info("serving %s as %r on http://%s:%d/v1", model_dir,
+                                          config.served_model_name, args.host, args.port)
+    DrainingServer(uv_config, engine, args.drain_timeout).run()
+    return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server that drains the engine while uvicorn waits for open connections, so that
+    requests still running at the drain deadline end with an error body instead of a cut connection
+    (uvicorn's own graceful-shutdown timeout, a little longer, stays as the backstop)."""
+
+    def __init__(self, config: uvicorn.Config, engine, drain_timeout: float):
+        super().__init__(config)
+        self.engine, self.drain_timeout = engine, drain_timeout
+
+    async def shutdown(self, sockets=None) -> None:
+        drain = asyncio.ensure_future(self.engine.shutdown(drain_timeout=self.drain_timeout))
+        await super().shutdown(sockets)
+        await drain

@@ -1,0 +1,155 @@
+"""Protocol <-> engine: prompts to token ids, request fields to SamplingParams, engine outputs to
+OpenAI responses and stream chunks. No I/O here; the handlers in app.py call these.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, fields, replace
+
+from engine.outputs import RequestOutput
+from engine.sampling_params import SamplingParams
+from models.tokenizer import render_chat
+from server import protocol as p
+from server.errors import from_value_error, invalid_request
+
+# Request fields copied to SamplingParams under the same name: every field but max_tokens (chat may
+# call it max_completion_tokens). A test holds the protocol models to this list.
+PASSED_FIELDS = tuple(f.name for f in fields(SamplingParams) if f.name != "max_tokens")
+
+
+@dataclass(frozen=True)
+class ResponseMeta:
+    id: str
+    created: int
+    model: str
+
+    @classmethod
+    def new(cls, prefix: str, model: str) -> ResponseMeta:
+        return cls(f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model)
+
+
+# -- requests ----------------------------------------------------------------------------------------
+def chat_prompt_ids(tokenizer, messages: list[p.ChatMessage]) -> list[int]:
+    if tokenizer is None:
+        raise invalid_request("this model has no tokenizer, so no chat template; use /v1/completions "
+                              "with token ids", "messages")
+    convo = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in messages]
+    try:
+        return render_chat(tokenizer, convo)
+    except ValueError as exc:
+        raise invalid_request(str(exc), "messages") from None
+    except Exception as exc:  # a template that raises on this conversation (jinja errors)
+        raise invalid_request(f"cannot apply the chat template: {exc}", "messages") from None
+
+
+def completion_prompt_ids(tokenizer, prompts: list[str] | list[list[int]]) -> list[list[int]]:
+    if isinstance(prompts[0], list):
+        return [list(ids) for ids in prompts]
+    if tokenizer is None:
+        raise invalid_request("this model has no tokenizer: send the prompt as token ids", "prompt")
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in prompts]
+
+
+def sampling_params(req: p.ChatCompletionRequest | p.CompletionRequest, defaults: SamplingParams,
+                    prompt_param: str) -> SamplingParams:
+    """Request fields over the server defaults; unset ones stay None for the checkpoint's defaults."""
+    values = {name: getattr(req, name) for name in PASSED_FIELDS}
+    values["max_tokens"] = getattr(req, req.max_tokens_param)
+    if values["threshold"] is not None or values["factor"] is not None:
+        # A request that picks one parallel mode must not inherit the other from the server.
+        defaults = replace(defaults, threshold=None, factor=None)
+    for f in fields(SamplingParams):
+        if values.get(f.name) is None:
+            values[f.name] = getattr(defaults, f.name)
+    try:
+        return SamplingParams(**values)
+    except ValueError as exc:
+        raise from_value_error(exc, prompt_param, req.max_tokens_param) from None
+
+
+def check_request(engine, prompts: list[list[int]], params: SamplingParams, prompt_param: str,
+                  max_tokens_param: str) -> None:
+    """Everything the engine would refuse, refused now with a 400 (before any stream starts)."""
+    try:
+        resolved = [engine.validate(ids, params) for ids in prompts]
+    except ValueError as exc:
+        raise from_value_error(exc, prompt_param, max_tokens_param) from None
+    core = engine.engine
+    for ids, r in zip(prompts, resolved, strict=True):
+        # Each zero-commit step costs a step: bound them like the canvas (Request builds a list of steps).
+        if r.steps > core.max_model_len:
+            raise invalid_request(f"steps must be at most {core.max_model_len}; got {r.steps}", "steps",
+                                  "invalid_value")
+        # Mirrors Scheduler.add, which would otherwise refuse the request on the engine thread.
+        cost = (2 if r.cfg_scale > 0 else 1) * (len(ids) + r.max_tokens)
+        if cost > core.config.max_num_batched_tokens:
+            raise invalid_request(
+                f"request needs {cost} positions per step (prompt + max_tokens, twice with cfg_scale), "
+                f"more than this server's max_num_batched_tokens ({core.config.max_num_batched_tokens})",
+                prompt_param, "context_length_exceeded")
+
+
+# -- responses ---------------------------------------------------------------------------------------
+def usage(prompts: list[list[int]], finals: list[RequestOutput]) -> p.Usage:
+    prompt_tokens = sum(len(ids) for ids in prompts)
+    completion_tokens = sum(len(out.token_ids) for out in finals)
+    return p.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   total_tokens=prompt_tokens + completion_tokens,
+                   num_forward_passes=sum(out.num_forward_passes for out in finals))
+
+
+class ChatFormat:
+    """chat.completion / chat.completion.chunk bodies."""
+
+    prompt_param = "messages"
+
+    @staticmethod
+    def opening(meta: ResponseMeta) -> list[p.BaseModel]:
+        choice = p.ChatChunkChoice(index=0, delta={"role": "assistant", "content": ""})
+        return [p.ChatCompletionChunk(id=meta.id, created=meta.created, model=meta.model, choices=[choice])]
+
+    @staticmethod
+    def chunk(meta: ResponseMeta, index: int, text: str, finish_reason: str | None) -> p.BaseModel:
+        choice = p.ChatChunkChoice(index=index, delta={"content": text} if text else {},
+                                   finish_reason=finish_reason)
+        return p.ChatCompletionChunk(id=meta.id, created=meta.created, model=meta.model, choices=[choice])
+
+    @staticmethod
+    def usage_chunk(meta: ResponseMeta, use: p.Usage) -> p.BaseModel:
+        return p.ChatCompletionChunk(id=meta.id, created=meta.created, model=meta.model, choices=[],
+                                     usage=use)
+
+    @staticmethod
+    def response(meta: ResponseMeta, prompts: list[list[int]], finals: list[RequestOutput]) -> p.BaseModel:
+        choices = [p.ChatChoice(index=i, message=p.AssistantMessage(content=out.text),
+                                finish_reason=out.finish_reason) for i, out in enumerate(finals)]
+        return p.ChatCompletion(id=meta.id, created=meta.created, model=meta.model, choices=choices,
+                                usage=usage(prompts, finals))
+
+
+class CompletionFormat:
+    """text_completion bodies (the streamed chunks are text_completion objects too)."""
+
+    prompt_param = "prompt"
+
+    @staticmethod
+    def opening(meta: ResponseMeta) -> list[p.BaseModel]:
+        return []
+
+    @staticmethod
+    def chunk(meta: ResponseMeta, index: int, text: str, finish_reason: str | None) -> p.BaseModel:
+        choice = p.CompletionChoice(index=index, text=text, finish_reason=finish_reason)
+        return p.Completion(id=meta.id, created=meta.created, model=meta.model, choices=[choice])
+
+    @staticmethod
+    def usage_chunk(meta: ResponseMeta, use: p.Usage) -> p.BaseModel:
+        return p.Completion(id=meta.id, created=meta.created, model=meta.model, choices=[], usage=use)
+
+    @staticmethod
+    def response(meta: ResponseMeta, prompts: list[list[int]], finals: list[RequestOutput]) -> p.BaseModel:
+        choices = [p.CompletionChoice(index=i, text=out.text, finish_reason=out.finish_reason)
+                   for i, out in enumerate(finals)]
+        return p.Completion(id=meta.id, created=meta.created, model=meta.model, choices=choices,
+                            usage=usage(prompts, finals))

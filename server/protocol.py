@@ -1,0 +1,258 @@
+"""OpenAI protocol models: what /v1/chat/completions and /v1/completions accept and return.
+
+Requests are strict: an unknown field, a JSON value of the wrong type (no "5" for 5, no 1 for true)
+or an OpenAI option this server cannot honour is a 400 that names the field; nothing is coerced or
+silently ignored. The diffusion extensions (steps, block_length, ...) are SamplingParams fields and
+are range-checked there. Responses follow the OpenAI API reference field for field; `usage` also
+carries `num_forward_passes` (model rows the request took, the NFE of diffusion papers).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+MAX_STOP = 16  # stop strings per request
+
+
+class StreamOptions(BaseModel):
+    model_config = STRICT
+    include_usage: bool = False
+
+
+class ChatMessage(BaseModel):
+    model_config = STRICT
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str  # a string, or a list of text parts joined by newlines
+    name: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, value):
+        if not isinstance(value, list):
+            return value
+        texts = []
+        for part in value:
+            if (not isinstance(part, dict) or part.get("type") != "text"
+                    or not isinstance(part.get("text"), str) or set(part) != {"type", "text"}):
+                raise ValueError('only text content parts ({"type": "text", "text": ...}) are supported')
+            texts.append(part["text"])
+        return "\n".join(texts)
+
+
+class _GenerationRequest(BaseModel):
+    """Fields shared by chat and completions: OpenAI's, then the diffusion extensions."""
+
+    model_config = STRICT
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: list[str] | None = None  # a string is taken as a list of one
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
+    user: str | None = None  # accepted for compatibility; not used
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    # Diffusion extensions (SamplingParams fields; None: the server's, then the checkpoint's default).
+    steps: int | None = None
+    sampler: str | None = None
+    block_length: int | None = None
+    cfg_scale: float | None = None
+    remasking: str | None = None
+    threshold: float | None = None
+    factor: float | None = None
+    logits_eos_inf: bool | None = None
+    confidence_eos_eot_inf: bool | None = None
+    early_stop: bool | None = None
+    ignore_eos: bool | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value):
+        if isinstance(value, str):
+            value = [value]
+        if value is not None and (not isinstance(value, list) or len(value) > MAX_STOP
+                                  or not all(isinstance(s, str) and s for s in value)):
+            raise ValueError(f"stop must be a non-empty string or a list of at most {MAX_STOP} of them")
+        return value
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """(param, message) for the first option set to something this server cannot do."""
+        if self.n not in (None, 1):
+            return "n", "only n=1 is supported"
+        if self.top_p not in (None, 1.0):
+            return "top_p", "top_p is not supported (only 1.0); use temperature"
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name) not in (None, 0.0):
+                return name, f"{name} is not supported (only 0)"
+        if self.logit_bias:
+            return "logit_bias", "logit_bias is not supported"
+        if self.stream_options is not None and not self.stream:
+            return "stream_options", "stream_options is only allowed when stream is true"
+        return None
+
+
+class ChatCompletionRequest(_GenerationRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    parallel_tool_calls: bool | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        if self.logprobs or self.top_logprobs is not None:
+            return ("logprobs" if self.logprobs else "top_logprobs"), "logprobs are not supported"
+        for name in ("tools", "tool_choice", "functions", "function_call"):
+            if getattr(self, name) is not None:
+                return name, "tool and function calling are not supported"
+        if self.response_format not in (None, {"type": "text"}):
+            return "response_format", "only response_format {\"type\": \"text\"} is supported"
+        if (self.max_tokens is not None and self.max_completion_tokens is not None
+                and self.max_tokens != self.max_completion_tokens):
+            return "max_tokens", "max_tokens and max_completion_tokens disagree; set one of them"
+        return super().unsupported()
+
+    @property
+    def max_tokens_param(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+
+
+class CompletionRequest(_GenerationRequest):
+    # Normalised to one entry per choice: strings, or lists of token ids.
+    prompt: list[str] | list[list[int]]
+    echo: bool | None = None
+    logprobs: int | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_list(cls, value):
+        def is_ids(x):
+            return isinstance(x, list) and x and all(type(t) is int for t in x)
+
+        if isinstance(value, str):
+            return [value]
+        if is_ids(value):
+            return [value]
+        if isinstance(value, list) and value and (all(isinstance(p, str) for p in value)
+                                                  or all(is_ids(p) for p in value)):
+            return value
+        raise ValueError("prompt must be a string, a non-empty list of strings, a non-empty list of "
+                         "token ids, or a list of non-empty token id lists")
+
+    def unsupported(self) -> tuple[str, str] | None:
+        if self.echo:
+            return "echo", "echo is not supported"
+        if self.logprobs is not None:
+            return "logprobs", "logprobs are not supported"
+        if self.best_of not in (None, 1):
+            return "best_of", "only best_of=1 is supported"
+        if self.suffix is not None:
+            return "suffix", "suffix is not supported"
+        return super().unsupported()
+
+    @property
+    def max_tokens_param(self) -> str:
+        return "max_tokens"
+
+
+# -- responses ---------------------------------------------------------------------------------------
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    num_forward_passes: int  # extension: model rows this request took (CFG counts one per step)
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: str
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: dict[str, str]  # {"role": "assistant", "content": ""} first, then {"content": ...}, {} last
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    system_fingerprint: None = None
+    usage: Usage | None = None  # present (null until the usage chunk) only with include_usage
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class Completion(BaseModel):
+    """A text completion, and also each streamed chunk of one (OpenAI uses the same object)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    system_fingerprint: None = None
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "dllm-serve"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo

@@ -1,0 +1,55 @@
+"""Queue limits and the request timeout, on a server with one slot, two queue places and a 2 s limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from http_helpers import ServerProcess, assert_error
+
+
+@pytest.fixture(scope="module")
+def small_server(model_dir, tmp_path_factory):
+    proc = ServerProcess(model_dir, tmp_path_factory.mktemp("small") / "server.log",
+                         "--max-num-seqs", "1", "--max-waiting", "2", "--request-timeout", "2")
+    yield proc
+    proc.stop()
+
+
+def test_queue_full_and_timeouts(small_server, model_name, max_context):
+    s = small_server
+    n = min(480, max_context - 16)
+    long = {"model": model_name, "max_tokens": n, "steps": n, "ignore_eos": True}
+
+    async def main():
+        async with httpx.AsyncClient(base_url=s.v1, headers=s.headers, timeout=60) as c:
+            # A: two prompts, one running and one waiting (each alone outlasts the 2 s limit).
+            a = asyncio.create_task(c.post("/completions", json={**long, "prompt": ["hi", "yo"]}))
+            await asyncio.sleep(0.5)
+            # B: streamed, takes the second waiting place; its headers come as soon as it is queued.
+            async with c.stream("POST", "/completions", json={**long, "prompt": "hey", "stream": True}) as b:
+                assert b.status_code == 200
+                # C: no place left.
+                full = await c.post("/chat/completions", json={**long, "messages": [{"role": "user",
+                                                                                     "content": "x"}]})
+                events = [line async for line in b.aiter_lines() if line.startswith("data: ")]
+            return await a, full, events
+
+    a, full, events = asyncio.run(main())
+    assert_error(full, 429, code="queue_full")
+    assert "retry-after" in full.headers
+    assert_error(a, 504, code="request_timeout")
+    # The stream timed out after its headers: an error event, then [DONE].
+    assert events[-1] == "data: [DONE]"
+    err = json.loads(events[-2].removeprefix("data: "))
+    assert err["error"]["code"] == "request_timeout" and err["error"]["type"] == "timeout_error"
+    s.wait_idle(timeout=10)
+    assert s.metric("dllm_request_finished_total", finish_reason="abort") == 3
+    assert s.metric("dllm_requests_total", endpoint="/v1/chat/completions", status="429") == 1
+
+    # The server serves normally afterwards.
+    r = httpx.post(s.v1 + "/completions", headers=s.headers, timeout=60,
+                   json={"model": model_name, "prompt": "hi", "max_tokens": 4, "steps": 4})
+    assert r.status_code == 200, r.text

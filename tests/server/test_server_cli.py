@@ -1,0 +1,62 @@
+"""`dllm serve` start-up errors, environment defaults, and the protocol's coverage of SamplingParams."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from dataclasses import fields
+
+from http_helpers import REPO
+
+from engine.sampling_params import SamplingParams
+from server import cli
+from server.protocol import ChatCompletionRequest, CompletionRequest
+
+
+def serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DLLM_")}
+    full_env.update(PYTHONPATH=str(REPO), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "engine.cli", "serve", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_missing_model_is_a_one_line_error(tmp_path):
+    r = serve("--model", str(tmp_path / "nope"), "--port", "1")
+    assert r.returncode == 2
+    assert "model directory not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_environment_value_reads_like_a_bad_flag():
+    r = serve(env={"DLLM_PORT": "eighty"})
+    assert r.returncode == 2 and "--port" in r.stderr and "eighty" in r.stderr
+
+
+def test_environment_gives_the_defaults(monkeypatch):
+    env = {"DLLM_MODEL": "/m", "DLLM_HOST": "0.0.0.0", "DLLM_PORT": "9000", "DLLM_API_KEY": "k",
+           "DLLM_SERVED_MODEL_NAME": "name", "DLLM_MAX_NUM_SEQS": "7", "DLLM_MAX_WAITING": "9"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.model, args.host, args.port, args.api_key, args.served_model_name, args.max_num_seqs,
+            args.max_waiting) == ("/m", "0.0.0.0", 9000, "k", "name", 7, 9)
+    assert parser.parse_args(["--port", "1234"]).port == 1234  # flags win
+
+
+def test_defaults_without_environment(monkeypatch):
+    for key in cli.ENV_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.host, args.port, args.api_key, args.max_num_seqs) == ("127.0.0.1", 8000, None, 32)
+
+
+def test_every_sampling_field_is_a_request_field():
+    """New engine options must be exposed (or deliberately excluded here) as the engine gains them."""
+    names = {f.name for f in fields(SamplingParams)}
+    assert names <= set(CompletionRequest.model_fields)
+    assert names <= set(ChatCompletionRequest.model_fields)
