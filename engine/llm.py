@@ -91,4 +91,4 @@ def _progress(enabled: bool, engine: Engine):
     total = max((r.params.steps for r in reqs), default=None)
     if any(r.params.mode != "schedule" for r in reqs):
         total = None
-    return tqdm(total=total, unit="step", desc="denoising", leave=False)
+    return tqdm(total=total, unit="step", desc="denoising")
