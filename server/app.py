@@ -7,6 +7,7 @@ or server-sent events. Everything else lives in the modules the handlers call.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextlib import asynccontextmanager
@@ -80,14 +81,15 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
     async def chat_completions(request: Request):
         arrival = time.monotonic()
         req = await _parse(request, p.ChatCompletionRequest)
-        prompts = [chat_prompt_ids(engine.tokenizer, req.messages)]
+        # Tokenizing runs in a worker thread: a long prompt must not stall the event loop.
+        prompts = [await asyncio.to_thread(chat_prompt_ids, engine.tokenizer, req.messages)]
         return await _generate(request, req, ChatFormat, "chatcmpl", prompts, arrival)
 
     @v1.post("/completions")
     async def completions(request: Request):
         arrival = time.monotonic()
         req = await _parse(request, p.CompletionRequest)
-        prompts = completion_prompt_ids(engine.tokenizer, req.prompt)
+        prompts = await asyncio.to_thread(completion_prompt_ids, engine.tokenizer, req.prompt)
         return await _generate(request, req, CompletionFormat, "cmpl", prompts, arrival)
 
     async def _parse(request: Request, model: type[BaseModel]):

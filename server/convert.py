@@ -72,11 +72,15 @@ def sampling_params(req: p.ChatCompletionRequest | p.CompletionRequest, defaults
 def check_request(engine, prompts: list[list[int]], params: SamplingParams, prompt_param: str,
                   max_tokens_param: str) -> None:
     """Everything the engine would refuse, refused now with a 400 (before any stream starts)."""
+    core = engine.engine
+    for ids in prompts:  # before Engine.validate, which scans every id
+        if len(ids) >= core.max_model_len:
+            raise invalid_request(f"prompt ({len(ids)} tokens) leaves no room in the model's context of "
+                                  f"{core.max_model_len} tokens", prompt_param, "context_length_exceeded")
     try:
         resolved = [engine.validate(ids, params) for ids in prompts]
     except ValueError as exc:
         raise from_value_error(exc, prompt_param, max_tokens_param) from None
-    core = engine.engine
     for ids, r in zip(prompts, resolved, strict=True):
         # Each zero-commit step costs a step: bound them like the canvas (Request builds a list of steps).
         if r.steps > core.max_model_len:

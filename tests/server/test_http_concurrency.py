@@ -88,3 +88,24 @@ def test_disconnect_while_waiting_for_json(server, model_name, max_context):
         time.sleep(0.1)
     assert server.metric("dllm_request_finished_total", finish_reason="abort") == aborted_before + 1
     server.wait_idle(timeout=10)
+
+
+def test_huge_prompt_does_not_stall_other_clients(server, model_name):
+    """A body near the size limit is tokenized off the event loop: /health answers meanwhile."""
+    import threading
+
+    big = {"model": model_name, "prompt": "hello world " * (3 * 2**20 // 12), "max_tokens": 4}
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        r=httpx.post(server.v1 + "/completions", json=big, headers=server.headers, timeout=120)))
+    t.start()
+    time.sleep(0.3)
+    latencies = []
+    while t.is_alive():
+        start = time.monotonic()
+        assert httpx.get(server.base_url + "/health", timeout=10).status_code == 200
+        latencies.append(time.monotonic() - start)
+        time.sleep(0.05)
+    t.join()
+    assert result["r"].status_code == 400 and result["r"].json()["error"]["code"] == "context_length_exceeded"
+    assert latencies and max(latencies) < 1.0, latencies

@@ -1,4 +1,4 @@
-"""Queue limits and the request timeout, on a server with one slot, two queue places and a 2 s limit."""
+"""Queue limits and the request timeout, on a server with one slot, three queue places and a 3 s limit."""
 
 from __future__ import annotations
 
@@ -8,14 +8,25 @@ import json
 import httpx
 import pytest
 from http_helpers import ServerProcess, assert_error
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @pytest.fixture(scope="module")
 def small_server(model_dir, tmp_path_factory):
     proc = ServerProcess(model_dir, tmp_path_factory.mktemp("small") / "server.log",
-                         "--max-num-seqs", "1", "--max-waiting", "2", "--request-timeout", "2")
+                         "--max-num-seqs", "1", "--max-waiting", "3", "--request-timeout", "3")
     yield proc
     proc.stop()
+
+
+async def until_engine_holds(client: httpx.AsyncClient, running: int, waiting: int) -> None:
+    for _ in range(100):
+        text = (await client.get(client.base_url.join("/metrics"))).text
+        values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        if (values["dllm_num_requests_running"], values["dllm_num_requests_waiting"]) == (running, waiting):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the engine never held the expected requests")
 
 
 def test_queue_full_and_timeouts(small_server, model_name, max_context):
@@ -25,10 +36,10 @@ def test_queue_full_and_timeouts(small_server, model_name, max_context):
 
     async def main():
         async with httpx.AsyncClient(base_url=s.v1, headers=s.headers, timeout=60) as c:
-            # A: two prompts, one running and one waiting (each alone outlasts the 2 s limit).
-            a = asyncio.create_task(c.post("/completions", json={**long, "prompt": ["hi", "yo"]}))
-            await asyncio.sleep(0.5)
-            # B: streamed, takes the second waiting place; its headers come as soon as it is queued.
+            # A: three prompts, one running and two waiting (together they outlast the 3 s limit).
+            a = asyncio.create_task(c.post("/completions", json={**long, "prompt": ["hi", "yo", "ho"]}))
+            await until_engine_holds(c, running=1, waiting=2)
+            # B: streamed, takes the last waiting place; its headers come as soon as it is queued.
             async with c.stream("POST", "/completions", json={**long, "prompt": "hey", "stream": True}) as b:
                 assert b.status_code == 200
                 # C: no place left.
@@ -46,7 +57,7 @@ def test_queue_full_and_timeouts(small_server, model_name, max_context):
     err = json.loads(events[-2].removeprefix("data: "))
     assert err["error"]["code"] == "request_timeout" and err["error"]["type"] == "timeout_error"
     s.wait_idle(timeout=10)
-    assert s.metric("dllm_request_finished_total", finish_reason="abort") == 3
+    assert s.metric("dllm_request_finished_total", finish_reason="abort") == 4
     assert s.metric("dllm_requests_total", endpoint="/v1/chat/completions", status="429") == 1
 
     # The server serves normally afterwards.
