@@ -27,15 +27,28 @@ from engine import LLM, SamplingParams  # noqa: E402
 
 
 def tiny_model(out_dir: Path) -> Path:
-    from models.checkpoint_writer import SPECIAL_TOKENS, build_tokenizer, llada_config_dict, save_llada_checkpoint
+    from models.checkpoint_writer import (
+        SPECIAL_TOKENS,
+        build_tokenizer,
+        llada_config_dict,
+        save_llada_checkpoint,
+    )
     from models.config import LLaDAConfig
     from models.llada import LLaDAModel
 
     tok = build_tokenizer(["the quick brown fox jumps over the lazy dog 0123456789"] * 50, 512)
     ids = tok.convert_tokens_to_ids(SPECIAL_TOKENS)
-    cfg = llada_config_dict(d_model=256, n_heads=8, n_kv_heads=8, n_layers=4, mlp_hidden_size=768,
-                            vocab_size=len(tok), mask_token_id=ids[2], eos_token_id=ids[1],
-                            max_sequence_length=1024)
+    cfg = llada_config_dict(
+        d_model=256,
+        n_heads=8,
+        n_kv_heads=8,
+        n_layers=4,
+        mlp_hidden_size=768,
+        vocab_size=len(tok),
+        mask_token_id=ids[2],
+        eos_token_id=ids[1],
+        max_sequence_length=1024,
+    )
     torch.manual_seed(0)
     model = LLaDAModel(LLaDAConfig.from_dict(cfg))
     save_llada_checkpoint(model.state_dict(), cfg, out_dir)
@@ -43,8 +56,17 @@ def tiny_model(out_dir: Path) -> Path:
     return out_dir
 
 
-LLADA_8B = dict(d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32, mlp_hidden_size=12288,
-                vocab_size=126464, mask_token_id=126336, eos_token_id=126081, max_sequence_length=4096)
+LLADA_8B = dict(
+    d_model=4096,
+    n_heads=32,
+    n_kv_heads=32,
+    n_layers=32,
+    mlp_hidden_size=12288,
+    vocab_size=126464,
+    mask_token_id=126336,
+    eos_token_id=126081,
+    max_sequence_length=4096,
+)
 
 
 def random_llada_8b(device: str, dtype: torch.dtype):
@@ -61,8 +83,15 @@ def random_llada_8b(device: str, dtype: torch.dtype):
         for p in model.parameters():
             p.normal_(0.0, 0.02) if p.dim() > 1 else p.fill_(1.0)
     model.requires_grad_(False).eval()
-    return LoadedModel(path=Path("random-llada-8b"), config=cfg, model=model, tokenizer=None,
-                       device=torch.device(device), dtype=dtype, stop_token_ids=(cfg.eos_token_id,))
+    return LoadedModel(
+        path=Path("random-llada-8b"),
+        config=cfg,
+        model=model,
+        tokenizer=None,
+        device=torch.device(device),
+        dtype=dtype,
+        stop_token_ids=(cfg.eos_token_id,),
+    )
 
 
 def device_name(device: str) -> str:
@@ -89,9 +118,15 @@ def measure(llm: LLM, batch: int, params: SamplingParams, prompt_len: int, repea
         tokens = sum(len(o.token_ids) for o in outs)
         forwards = len(rows)
     t = statistics.median(times)
-    return {"batch": batch, "seconds": t, "generated_tokens": tokens, "forward_passes": forwards,
-            "tokens_per_s": tokens / t, "forwards_per_s": forwards / t,
-            "mean_rows_per_forward": sum(rows) / max(len(rows), 1)}
+    return {
+        "batch": batch,
+        "seconds": t,
+        "generated_tokens": tokens,
+        "forward_passes": forwards,
+        "tokens_per_s": tokens / t,
+        "forwards_per_s": forwards / t,
+        "mean_rows_per_forward": sum(rows) / max(len(rows), 1),
+    }
 
 
 def main(argv=None) -> int:
@@ -114,19 +149,39 @@ def main(argv=None) -> int:
         else:
             model_dir = args.model or tiny_model(Path(tmp))
         llm = LLM(model_dir, device=args.device, kernels=args.kernels)
-        params = SamplingParams(max_tokens=args.max_tokens, steps=args.max_tokens,
-                                block_length=args.block_length, temperature=0.0, ignore_eos=True)
-        results = [measure(llm, int(b), params, args.prompt_len, args.repeats) for b in args.batches.split(",")]
+        params = SamplingParams(
+            max_tokens=args.max_tokens,
+            steps=args.max_tokens,
+            block_length=args.block_length,
+            temperature=0.0,
+            ignore_eos=True,
+        )
+        results = [
+            measure(llm, int(b), params, args.prompt_len, args.repeats) for b in args.batches.split(",")
+        ]
 
     dev = device_name(args.device)
-    what = "random LLaDA-8B shapes, bf16" if args.llada_8b else args.model or "tiny random model (d=256, 4 layers)"
-    header = (f"Offline engine, {what}, "
-              f"device: {dev}, kernels: {llm.engine.ops.name}, prompt {args.prompt_len}, "
-              f"max_tokens {args.max_tokens}, block {args.block_length}, one token per step")
-    lines = [header, "", "| batch | tokens/s | forwards/s | rows/forward | seconds |", "|---|---|---|---|---|"]
+    what = (
+        "random LLaDA-8B shapes, bf16"
+        if args.llada_8b
+        else args.model or "tiny random model (d=256, 4 layers)"
+    )
+    header = (
+        f"Offline engine, {what}, "
+        f"device: {dev}, kernels: {llm.engine.ops.name}, prompt {args.prompt_len}, "
+        f"max_tokens {args.max_tokens}, block {args.block_length}, one token per step"
+    )
+    lines = [
+        header,
+        "",
+        "| batch | tokens/s | forwards/s | rows/forward | seconds |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['batch']} | {r['tokens_per_s']:.1f} | {r['forwards_per_s']:.1f} | "
-                     f"{r['mean_rows_per_forward']:.1f} | {r['seconds']:.2f} |")
+        lines.append(
+            f"| {r['batch']} | {r['tokens_per_s']:.1f} | {r['forwards_per_s']:.1f} | "
+            f"{r['mean_rows_per_forward']:.1f} | {r['seconds']:.2f} |"
+        )
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)
@@ -136,7 +191,9 @@ def main(argv=None) -> int:
     if args.model:
         name += "_" + Path(args.model).name
     (out / f"{name}.md").write_text(table + "\n")
-    (out / f"{name}.json").write_text(json.dumps({"device": dev, "header": header, "results": results}, indent=2))
+    (out / f"{name}.json").write_text(
+        json.dumps({"device": dev, "header": header, "results": results}, indent=2)
+    )
     return 0
 
 

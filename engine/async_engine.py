@@ -53,8 +53,9 @@ class AsyncEngine:
 
     @property
     def is_running(self) -> bool:
-        return (self._thread is not None and self._thread.is_alive()
-                and not self._stopping and not self._draining)
+        return (
+            self._thread is not None and self._thread.is_alive() and not self._stopping and not self._draining
+        )
 
     def start(self) -> None:
         if self._thread is None:
@@ -65,8 +66,9 @@ class AsyncEngine:
         """Resolve and check a request without queueing it; raises ValueError with a user message."""
         return self.engine.validate(prompt_ids, params)
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams | None, request_id: str,
-                       prompt: str | None = None) -> AsyncIterator[RequestOutput]:
+    async def generate(
+        self, prompt_ids: list[int], params: SamplingParams | None, request_id: str, prompt: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
         """Queue a request and yield its outputs; leaving the iteration early aborts it."""
         if not self.is_running:
             raise EngineDeadError("the engine is not running")

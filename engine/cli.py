@@ -14,14 +14,24 @@ from engine.sampling_params import REMASKING, SAMPLERS, SamplingParams
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """Model and engine flags shared by generate, serve and eval."""
-    parser.add_argument("--model", default=None, help="checkpoint directory (default: the shipped demo model)")
+    parser.add_argument(
+        "--model", default=None, help="checkpoint directory (default: the shipped demo model)"
+    )
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"],
-                        help="auto: Triton kernels on CUDA, torch references on CPU")
+    parser.add_argument(
+        "--kernels",
+        default="auto",
+        choices=["auto", "triton", "torch"],
+        help="auto: Triton kernels on CUDA, torch references on CPU",
+    )
     parser.add_argument("--max-num-seqs", type=int, default=32, help="requests denoising together")
-    parser.add_argument("--max-num-batched-tokens", type=int, default=65536,
-                        help="canvas positions per forward pass (CFG rows count twice)")
+    parser.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=65536,
+        help="canvas positions per forward pass (CFG rows count twice)",
+    )
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,15 +52,28 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sampling_params_from(args: argparse.Namespace) -> SamplingParams:
     return SamplingParams(
-        max_tokens=args.max_tokens, steps=args.steps, block_length=args.block_length,
-        temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale,
-        sampler=args.sampler, threshold=args.threshold, factor=args.factor, seed=args.seed, stop=args.stop,
+        max_tokens=args.max_tokens,
+        steps=args.steps,
+        block_length=args.block_length,
+        temperature=args.temperature,
+        remasking=args.remasking,
+        cfg_scale=args.cfg_scale,
+        sampler=args.sampler,
+        threshold=args.threshold,
+        factor=args.factor,
+        seed=args.seed,
+        stop=args.stop,
     )
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
-    return dict(dtype=args.dtype, device=args.device, kernels=args.kernels,
-                max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens)
+    return dict(
+        dtype=args.dtype,
+        device=args.device,
+        kernels=args.kernels,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+    )
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

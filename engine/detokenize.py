@@ -21,7 +21,7 @@ def streamable(text: str, stops: list[str]) -> str:
     hold = 0
     for stop in stops:
         for n in range(min(len(stop) - 1, end), 0, -1):
-            if text[end - n:end] == stop[:n]:
+            if text[end - n : end] == stop[:n]:
                 hold = max(hold, n)
                 break
     return text[: end - hold]

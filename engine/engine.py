@@ -40,8 +40,9 @@ class Engine:
     def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None):
         """`loaded` skips loading `config.model` (benchmarks build random full-size models)."""
         self.config = config
-        self.loaded = loaded or load_model(config.model or DEMO_MODEL_DIR, dtype=config.dtype,
-                                           device=config.device)
+        self.loaded = loaded or load_model(
+            config.model or DEMO_MODEL_DIR, dtype=config.dtype, device=config.device
+        )
         self.tokenizer = self.loaded.tokenizer
         self.model_config = self.loaded.config
         self.max_model_len = self.model_config.max_sequence_length
@@ -50,8 +51,9 @@ class Engine:
         detok = None
         if self.tokenizer is not None:
             detok = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-        self.scheduler = Scheduler(config.max_num_seqs, config.max_num_batched_tokens,
-                                   self.loaded.stop_token_ids, detok)
+        self.scheduler = Scheduler(
+            config.max_num_seqs, config.max_num_batched_tokens, self.loaded.stop_token_ids, detok
+        )
         self.step_listeners: list[Callable[[StepStats], None]] = []
 
     @property
@@ -77,11 +79,22 @@ class Engine:
             )
         return resolved
 
-    def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams | None = None,
-                    prompt: str | None = None) -> Request:
+    def add_request(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams | None = None,
+        prompt: str | None = None,
+    ) -> Request:
         resolved = self.validate(prompt_ids, params)
-        req = Request(request_id, prompt_ids, resolved, self.model_config.mask_token_id,
-                      prompt=prompt, arrival=time.monotonic())
+        req = Request(
+            request_id,
+            prompt_ids,
+            resolved,
+            self.model_config.mask_token_id,
+            prompt=prompt,
+            arrival=time.monotonic(),
+        )
         self.scheduler.add(req)
         self.runner.init_request(req)
         return req

@@ -56,10 +56,16 @@ def evaluate(llm, tasks: list[str], modes: list[str], num_prompts: int, seed: in
         seconds = time.perf_counter() - start
         tokens = sum(len(o.token_ids) for o in outs)
         nfe = sum(o.num_forward_passes for o in outs)
-        row = {"mode": mode, "seconds": seconds, "generated_tokens": tokens, "forward_passes": nfe,
-               "nfe_per_token": nfe / max(tokens, 1), "tokens_per_s": tokens / seconds}
+        row = {
+            "mode": mode,
+            "seconds": seconds,
+            "generated_tokens": tokens,
+            "forward_passes": nfe,
+            "nfe_per_token": nfe / max(tokens, 1),
+            "tokens_per_s": tokens / seconds,
+        }
         for task in tasks:
-            pairs = [(ex, o) for ex, o in zip(examples, outs) if ex.task == task]
+            pairs = [(ex, o) for ex, o in zip(examples, outs, strict=True) if ex.task == task]
             row[task] = sum(is_correct(ex, o.text) for ex, o in pairs) / len(pairs)
         rows.append(row)
     return rows
@@ -87,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     llm = LLM(args.model, **engine_kwargs(args))
     rows = evaluate(llm, tasks, modes, args.num_prompts, args.seed)
     table = format_table(rows, tasks)
-    print(f"{args.num_prompts} held-out prompts per task, temperature 0, model "
-          f"{llm.engine.loaded.path}, device {llm.engine.loaded.device}")
+    print(
+        f"{args.num_prompts} held-out prompts per task, temperature 0, model "
+        f"{llm.engine.loaded.path}, device {llm.engine.loaded.device}"
+    )
     print(table)
     if args.out:
         out = Path(args.out)

@@ -22,19 +22,39 @@ from models.tokenizer import render_chat
 class LLM:
     """`model`: a checkpoint directory, None for the demo model, or an already built LoadedModel."""
 
-    def __init__(self, model=None, *, dtype: str = "auto", device: str = "auto", kernels: str = "auto",
-                 max_num_seqs: int = 32, max_num_batched_tokens: int = 65536):
+    def __init__(
+        self,
+        model=None,
+        *,
+        dtype: str = "auto",
+        device: str = "auto",
+        kernels: str = "auto",
+        max_num_seqs: int = 32,
+        max_num_batched_tokens: int = 65536,
+    ):
         loaded = model if isinstance(model, LoadedModel) else None
-        self.engine = Engine(EngineConfig(model=None if loaded else model, dtype=dtype, device=device,
-                                          kernels=kernels, max_num_seqs=max_num_seqs,
-                                          max_num_batched_tokens=max_num_batched_tokens), loaded)
+        self.engine = Engine(
+            EngineConfig(
+                model=None if loaded else model,
+                dtype=dtype,
+                device=device,
+                kernels=kernels,
+                max_num_seqs=max_num_seqs,
+                max_num_batched_tokens=max_num_batched_tokens,
+            ),
+            loaded,
+        )
         self.tokenizer = self.engine.tokenizer
         self._ids = itertools.count()
 
-    def generate(self, prompts: str | list[str] | None = None,
-                 sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
-                 prompt_token_ids: list[list[int]] | None = None,
-                 use_tqdm: bool = False) -> list[RequestOutput]:
+    def generate(
+        self,
+        prompts: str | list[str] | None = None,
+        sampling_params: SamplingParams | list[SamplingParams] | None = None,
+        *,
+        prompt_token_ids: list[list[int]] | None = None,
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
         """Generate for text prompts or token-id prompts; outputs come back in input order."""
         if (prompts is None) == (prompt_token_ids is None):
             raise ValueError("pass exactly one of prompts or prompt_token_ids")
@@ -46,9 +66,12 @@ class LLM:
             return self._run(encoded, sampling_params, prompts, use_tqdm)
         return self._run([list(p) for p in prompt_token_ids], sampling_params, None, use_tqdm)
 
-    def chat(self, messages: list[dict] | list[list[dict]],
-             sampling_params: SamplingParams | list[SamplingParams] | None = None,
-             use_tqdm: bool = False) -> list[RequestOutput]:
+    def chat(
+        self,
+        messages: list[dict] | list[list[dict]],
+        sampling_params: SamplingParams | list[SamplingParams] | None = None,
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
         """One conversation (a list of messages) or several; each gets the checkpoint's template."""
         if self.tokenizer is None:
             raise ValueError("this checkpoint has no tokenizer, so no chat template")
@@ -61,10 +84,10 @@ class LLM:
         if len(params) != len(encoded):
             raise ValueError("pass one SamplingParams, or one per prompt")
         # Validate everything first, so that a bad prompt fails the call before any work starts.
-        for ids, p in zip(encoded, params):
+        for ids, p in zip(encoded, params, strict=True):
             self.engine.validate(ids, p)
         order = {}
-        for i, (ids, p) in enumerate(zip(encoded, params)):
+        for i, (ids, p) in enumerate(zip(encoded, params, strict=True)):
             rid = str(next(self._ids))
             order[rid] = i
             self.engine.add_request(rid, ids, p, prompt=prompts[i] if prompts else None)

@@ -69,10 +69,10 @@ class ModelRunner:
         out, start = {}, 0
         for req in requests:
             m = len(positions[req.request_id])
-            cond = flat[start:start + m]
+            cond = flat[start : start + m]
             start += m
             if req.params.cfg_scale > 0:
-                un = flat[start:start + m]
+                un = flat[start : start + m]
                 start += m
                 cond = un + (req.params.cfg_scale + 1.0) * (cond - un)
             out[req.request_id] = cond

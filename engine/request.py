@@ -35,8 +35,15 @@ class Request:
     steps one more.
     """
 
-    def __init__(self, request_id: str, prompt_ids: list[int], params: SamplingParams, mask_id: int,
-                 prompt: str | None = None, arrival: float = 0.0):
+    def __init__(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        mask_id: int,
+        prompt: str | None = None,
+        arrival: float = 0.0,
+    ):
         self.request_id = request_id
         self.prompt = prompt
         self.prompt_ids = list(prompt_ids)
@@ -104,7 +111,7 @@ class Request:
     def generated_ids(self) -> list[int]:
         """Committed ids of the finished blocks, up to the cut."""
         end = min(self.block_bounds(self.block)[0] - self.prompt_len, self.final_len)
-        return self.canvas[self.prompt_len:self.prompt_len + end].tolist()
+        return self.canvas[self.prompt_len : self.prompt_len + end].tolist()
 
     @property
     def is_finished(self) -> bool:

@@ -20,7 +20,7 @@ def gumbel_argmax(logits: torch.Tensor, temperature: float, generator: torch.Gen
     best = torch.full((m,), float("-inf"), dtype=torch.float64, device=logits.device)
     best_idx = torch.zeros(m, dtype=torch.int64, device=logits.device)
     for start in range(0, vocab, GUMBEL_CHUNK):
-        chunk = logits[:, start:start + GUMBEL_CHUNK].double() / temperature
+        chunk = logits[:, start : start + GUMBEL_CHUNK].double() / temperature
         u = torch.rand(chunk.shape, dtype=torch.float64, device=logits.device, generator=generator)
         score = chunk - torch.log(-torch.log(u))
         value, idx = score.max(dim=-1)

@@ -15,11 +15,28 @@ SAMPLERS = ("exact", "continuous")
 
 # Used where neither the request nor the checkpoint says otherwise. steps None -> max_tokens (one
 # token per step, the exact mode); block_length None -> max_tokens (one block, pure diffusion).
-BUILTIN_DEFAULTS = {"max_tokens": 128, "sampler": "exact", "temperature": 0.0, "remasking": "low_confidence", "cfg_scale": 0.0}
+BUILTIN_DEFAULTS = {
+    "max_tokens": 128,
+    "sampler": "exact",
+    "temperature": 0.0,
+    "remasking": "low_confidence",
+    "cfg_scale": 0.0,
+}
 
 # generation_config.json keys that may carry a default for the field of the same name.
-DEFAULTABLE = ("max_tokens", "steps", "block_length", "temperature", "remasking", "cfg_scale", "sampler",
-               "threshold", "factor", "logits_eos_inf", "confidence_eos_eot_inf")
+DEFAULTABLE = (
+    "max_tokens",
+    "steps",
+    "block_length",
+    "temperature",
+    "remasking",
+    "cfg_scale",
+    "sampler",
+    "threshold",
+    "factor",
+    "logits_eos_inf",
+    "confidence_eos_eot_inf",
+)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,13 @@ from engine.request import Request, RequestStatus
 
 
 class Scheduler:
-    def __init__(self, max_num_seqs: int, max_num_batched_tokens: int, stop_token_ids: tuple[int, ...],
-                 detokenize: Callable[[list[int]], str] | None = None):
+    def __init__(
+        self,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        stop_token_ids: tuple[int, ...],
+        detokenize: Callable[[list[int]], str] | None = None,
+    ):
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.stop_token_ids = torch.tensor(stop_token_ids, dtype=torch.int64)
@@ -90,7 +95,7 @@ class Scheduler:
                 req.final_len = start - req.prompt_len + int(hits[0])
                 stopped = True
         if req.params.stop and self.detokenize is not None and req.finished_text is None:
-            text = self.detokenize(req.canvas[req.prompt_len:end].tolist()[: req.final_len])
+            text = self.detokenize(req.canvas[req.prompt_len : end].tolist()[: req.final_len])
             cut = find_stop(text, req.params.stop)
             if cut is not None:
                 req.finished_text = text[:cut]
@@ -103,7 +108,7 @@ class Scheduler:
         if req.is_finished:
             if req.final_len < req.params.max_tokens and req.params.early_stop:
                 # Every later position is EOS: the blocks after the stop are not run.
-                req.canvas[req.prompt_len + req.final_len + 1:] = int(self.stop_token_ids[0])
+                req.canvas[req.prompt_len + req.final_len + 1 :] = int(self.stop_token_ids[0])
             req.cache = None
         req.advance_block()
 

@@ -72,15 +72,11 @@ class LLaDAConfig:
         for key, allowed in _SUPPORTED.items():
             value = get(key)
             if value not in allowed:
-                raise CheckpointError(
-                    f"{source}: unsupported {key} {value!r} (supported: {sorted(allowed)})"
-                )
+                raise CheckpointError(f"{source}: unsupported {key} {value!r} (supported: {sorted(allowed)})")
         for key, only in _MUST_BE.items():
             accepted = only if isinstance(only, tuple) else (only,)
             if key in raw and raw[key] not in accepted:
-                raise CheckpointError(
-                    f"{source}: {key}={raw[key]!r} is not supported (only {accepted[0]!r})"
-                )
+                raise CheckpointError(f"{source}: {key}={raw[key]!r} is not supported (only {accepted[0]!r})")
         if "rope" not in raw:
             raise CheckpointError(f"{source}: missing required field 'rope'")
 

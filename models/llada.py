@@ -45,8 +45,9 @@ class LLaDABlock(nn.Module):
         q = ops.rotary(q, batch.positions, *rope)
         k = ops.rotary(k, batch.positions, *rope)
         a = ops.attention(q, k, v, batch.cu_seqlens, batch.cu_seqlens)
-        h, x = ops.rms_norm(self.attn_out(a.reshape(n, cfg.d_model)), self.ff_norm.weight,
-                            cfg.rms_norm_eps, residual=x)
+        h, x = ops.rms_norm(
+            self.attn_out(a.reshape(n, cfg.d_model)), self.ff_norm.weight, cfg.rms_norm_eps, residual=x
+        )
         return x + self.ff_out(ops.swiglu(self.ff_proj(h), self.up_proj(h)))
 
 

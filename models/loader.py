@@ -49,9 +49,7 @@ def load_weights(
         raise CheckpointError(f"{source}: missing key '{missing[0]}'{more}")
     unexpected = sorted(k for k in mapping if k not in params)
     if unexpected:
-        raise CheckpointError(
-            f"{source}: unexpected key '{unexpected[0]}' (not part of this architecture)"
-        )
+        raise CheckpointError(f"{source}: unexpected key '{unexpected[0]}' (not part of this architecture)")
     by_shard: dict[str, list[str]] = defaultdict(list)
     for key in params:
         by_shard[mapping[key]].append(key)

@@ -30,23 +30,34 @@ CORPUS = [
 
 
 def write_tiny_checkpoint(
-    out_dir, *, seed: int = 0, n_kv_heads: int = 2, std: float = 0.3, vocab_size: int = 320,
+    out_dir,
+    *,
+    seed: int = 0,
+    n_kv_heads: int = 2,
+    std: float = 0.3,
+    vocab_size: int = 320,
     generation_config: dict | None = None,
 ):
     """A random LLaDA-layout checkpoint with a local tokenizer; returns the directory."""
     tok = build_tokenizer(CORPUS, vocab_size)
     ids = tok.convert_tokens_to_ids(SPECIAL_TOKENS)
     cfg = llada_config_dict(
-        d_model=64, n_heads=4, n_kv_heads=n_kv_heads, n_layers=2, mlp_hidden_size=96,
-        vocab_size=len(tok), mask_token_id=ids[2], eos_token_id=ids[1], max_sequence_length=512,
+        d_model=64,
+        n_heads=4,
+        n_kv_heads=n_kv_heads,
+        n_layers=2,
+        mlp_hidden_size=96,
+        vocab_size=len(tok),
+        mask_token_id=ids[2],
+        eos_token_id=ids[1],
+        max_sequence_length=512,
     )
     gen = torch.Generator().manual_seed(seed)
     model = LLaDAModel(LLaDAConfig.from_dict(cfg))
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * std)
-    save_llada_checkpoint(model.state_dict(), cfg, out_dir, num_shards=3,
-                          generation_config=generation_config)
+    save_llada_checkpoint(model.state_dict(), cfg, out_dir, num_shards=3, generation_config=generation_config)
     tok.save_pretrained(str(out_dir))
     return out_dir
 

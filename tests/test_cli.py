@@ -10,13 +10,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def dllm(*args, timeout=120):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def test_generate_prints_text_and_shows_progress(tiny_ckpt):
-    res = dllm("generate", "--model", str(tiny_ckpt), "--max-tokens", "8", "--block-length", "4",
-               "--temperature", "0", "The sky is")
+    res = dllm(
+        "generate",
+        "--model",
+        str(tiny_ckpt),
+        "--max-tokens",
+        "8",
+        "--block-length",
+        "4",
+        "--temperature",
+        "0",
+        "The sky is",
+    )
     assert res.returncode == 0, res.stderr
     assert "denoising" in res.stderr and "8/8" in res.stderr  # the progress bar over steps
     assert res.stdout.strip()  # a random model says something, not nothing
@@ -42,7 +58,17 @@ def test_broken_model_directory_names_the_file(tmp_path):
 
 
 def test_bad_sampling_flag_is_explained(tiny_ckpt):
-    res = dllm("generate", "--model", str(tiny_ckpt), "--max-tokens", "8", "--block-length", "2",
-               "--steps", "3", "hello")
+    res = dllm(
+        "generate",
+        "--model",
+        str(tiny_ckpt),
+        "--max-tokens",
+        "8",
+        "--block-length",
+        "2",
+        "--steps",
+        "3",
+        "hello",
+    )
     assert res.returncode == 2
     assert "steps (3) must be at least the number of blocks (4" in res.stderr

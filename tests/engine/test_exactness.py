@@ -24,9 +24,10 @@ def reference_generate(model, mask_id, prompt, steps, gen_length, block_length, 
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
     for b in range(num_blocks):
-        n = int((x[p + b * block_length:p + (b + 1) * block_length] == mask_id).sum())
-        schedule = [n // steps_per_block + (1 if i < n % steps_per_block else 0)
-                    for i in range(steps_per_block)]
+        n = int((x[p + b * block_length : p + (b + 1) * block_length] == mask_id).sum())
+        schedule = [
+            n // steps_per_block + (1 if i < n % steps_per_block else 0) for i in range(steps_per_block)
+        ]
         for i in range(steps_per_block):
             mask_index = x == mask_id
             logits = full_logits(model, x)
@@ -37,7 +38,7 @@ def reference_generate(model, mask_id, prompt, steps, gen_length, block_length, 
                 logits = un + (cfg_scale + 1) * (logits - un)
             x0 = logits.argmax(-1)
             x0_p = torch.softmax(logits, dim=-1).gather(1, x0[:, None]).squeeze(1)
-            x0_p[p + (b + 1) * block_length:] = float("-inf")
+            x0_p[p + (b + 1) * block_length :] = float("-inf")
             x0 = torch.where(mask_index, x0, x)
             confidence = torch.where(mask_index, x0_p, torch.tensor(float("-inf")))
             chosen = torch.topk(confidence, schedule[i]).indices
@@ -53,19 +54,28 @@ def llm(tiny_ckpt):
 PROMPTS = [[7, 8, 9, 10, 11], [40, 41], [100, 3, 200, 12, 13, 14, 15, 16, 17]]
 
 
-@pytest.mark.parametrize("steps, gen_length, block_length, cfg_scale", [
-    (16, 16, 16, 0.0),   # pure diffusion, one token per step
-    (8, 16, 4, 0.0),     # 4 blocks, 2 steps each: several tokens per step
-    (12, 12, 4, 0.0),    # semi-autoregressive, exact one per step
-    (6, 16, 8, 0.0),     # 3 steps per block of 8: schedule remainder 3, 3, 2
-    (8, 8, 4, 1.5),      # CFG
-])
+@pytest.mark.parametrize(
+    "steps, gen_length, block_length, cfg_scale",
+    [
+        (16, 16, 16, 0.0),  # pure diffusion, one token per step
+        (8, 16, 4, 0.0),  # 4 blocks, 2 steps each: several tokens per step
+        (12, 12, 4, 0.0),  # semi-autoregressive, exact one per step
+        (6, 16, 8, 0.0),  # 3 steps per block of 8: schedule remainder 3, 3, 2
+        (8, 8, 4, 1.5),  # CFG
+    ],
+)
 def test_exact_mode_matches_reference(llm, steps, gen_length, block_length, cfg_scale):
     model, mask_id = llm.engine.loaded.model, llm.engine.model_config.mask_token_id
-    params = SamplingParams(max_tokens=gen_length, steps=steps, block_length=block_length,
-                            temperature=0.0, cfg_scale=cfg_scale, ignore_eos=True)
+    params = SamplingParams(
+        max_tokens=gen_length,
+        steps=steps,
+        block_length=block_length,
+        temperature=0.0,
+        cfg_scale=cfg_scale,
+        ignore_eos=True,
+    )
     outs = llm.generate(prompt_token_ids=PROMPTS, sampling_params=params)
-    for prompt, out in zip(PROMPTS, outs):
+    for prompt, out in zip(PROMPTS, outs, strict=True):
         expected = reference_generate(model, mask_id, prompt, steps, gen_length, block_length, cfg_scale)
         assert out.token_ids == expected
         assert out.num_forward_passes == steps
@@ -74,15 +84,18 @@ def test_exact_mode_matches_reference(llm, steps, gen_length, block_length, cfg_
 
 @pytest.mark.parametrize("cfg_scale", [0.0, 2.0])
 def test_tokens_do_not_depend_on_the_batch(llm, cfg_scale):
-    params = SamplingParams(max_tokens=12, steps=6, block_length=4, temperature=0.0,
-                            cfg_scale=cfg_scale, ignore_eos=True)
+    params = SamplingParams(
+        max_tokens=12, steps=6, block_length=4, temperature=0.0, cfg_scale=cfg_scale, ignore_eos=True
+    )
     alone = [llm.generate(prompt_token_ids=[p], sampling_params=params)[0].token_ids for p in PROMPTS]
     # Together, and beside requests of other lengths, block sizes, step counts and guidance.
-    others = [SamplingParams(max_tokens=20, steps=20, block_length=5, cfg_scale=2.0 - cfg_scale,
-                             ignore_eos=True),
-              SamplingParams(max_tokens=7, steps=3, block_length=3, ignore_eos=True)]
-    together = llm.generate(prompt_token_ids=PROMPTS + [[5, 6], [77] * 11],
-                            sampling_params=[params] * len(PROMPTS) + others)
+    others = [
+        SamplingParams(max_tokens=20, steps=20, block_length=5, cfg_scale=2.0 - cfg_scale, ignore_eos=True),
+        SamplingParams(max_tokens=7, steps=3, block_length=3, ignore_eos=True),
+    ]
+    together = llm.generate(
+        prompt_token_ids=PROMPTS + [[5, 6], [77] * 11], sampling_params=[params] * len(PROMPTS) + others
+    )
     assert [o.token_ids for o in together[: len(PROMPTS)]] == alone
 
 
@@ -110,12 +123,19 @@ def test_random_remasking_is_seeded(llm):
 def test_continuous_sampler_reuse_is_exact(llm, monkeypatch, temperature):
     """Steps that reveal nothing leave the canvas unchanged: their forward is skipped (RADD), and
     the tokens are the same as when every step runs its own forward."""
-    params = SamplingParams(max_tokens=8, steps=64, block_length=4, sampler="continuous",
-                            temperature=temperature, seed=11, ignore_eos=True)
+    params = SamplingParams(
+        max_tokens=8,
+        steps=64,
+        block_length=4,
+        sampler="continuous",
+        temperature=temperature,
+        seed=11,
+        ignore_eos=True,
+    )
     with_reuse = llm.generate(prompt_token_ids=PROMPTS, sampling_params=params)
     monkeypatch.setattr("engine.model_runner.may_commit_nothing", lambda req: False)
     without = llm.generate(prompt_token_ids=PROMPTS, sampling_params=params)
-    for a, b in zip(with_reuse, without):
+    for a, b in zip(with_reuse, without, strict=True):
         assert a.token_ids == b.token_ids
         assert a.num_steps == b.num_steps == b.num_forward_passes
         assert a.num_forward_passes < a.num_steps  # most of 32 steps per block reveal nothing

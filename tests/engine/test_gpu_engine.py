@@ -8,15 +8,18 @@ from kernels.ops import TorchOps, TritonOps
 from models import load_model
 from models.llada import PackedBatch
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 PROMPTS = [[7, 8, 9, 10, 11], [40, 41], [100, 3, 200, 12, 13, 14, 15, 16, 17]]
 
 
 def test_fp32_tokens_equal_between_triton_and_torch(tiny_ckpt):
-    params = SamplingParams(max_tokens=16, steps=16, block_length=8, temperature=0.0, cfg_scale=1.0,
-                            ignore_eos=True)
+    params = SamplingParams(
+        max_tokens=16, steps=16, block_length=8, temperature=0.0, cfg_scale=1.0, ignore_eos=True
+    )
     outs = {}
     for kernels in ("torch", "triton"):
         llm = LLM(tiny_ckpt, device="cuda", dtype="float32", kernels=kernels)

@@ -10,27 +10,33 @@ from engine.sampling_params import SamplingParams
 from engine.unmasking import FactorPolicy, SchedulePolicy, ThresholdPolicy
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_tokens": 0}, "max_tokens must be at least 1"),
-    ({"max_tokens": 2.5}, "max_tokens must be an integer"),
-    ({"steps": True}, "steps must be an integer"),
-    ({"temperature": -0.1}, "temperature must be at least 0"),
-    ({"temperature": float("nan")}, "temperature must be a finite number"),
-    ({"remasking": "lowest"}, "remasking must be one of low_confidence, random"),
-    ({"cfg_scale": -1}, "cfg_scale must be at least 0"),
-    ({"threshold": 1.5}, r"threshold must be in \(0, 1\]"),
-    ({"sampler": "fast"}, "sampler must be one of exact, continuous"),
-    ({"seed": "7"}, "seed must be an integer"),
-    ({"stop": ["", "x"]}, "stop must be a string or a list of non-empty strings"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_tokens": 0}, "max_tokens must be at least 1"),
+        ({"max_tokens": 2.5}, "max_tokens must be an integer"),
+        ({"steps": True}, "steps must be an integer"),
+        ({"temperature": -0.1}, "temperature must be at least 0"),
+        ({"temperature": float("nan")}, "temperature must be a finite number"),
+        ({"remasking": "lowest"}, "remasking must be one of low_confidence, random"),
+        ({"cfg_scale": -1}, "cfg_scale must be at least 0"),
+        ({"threshold": 1.5}, r"threshold must be in \(0, 1\]"),
+        ({"sampler": "fast"}, "sampler must be one of exact, continuous"),
+        ({"seed": "7"}, "seed must be an integer"),
+        ({"stop": ["", "x"]}, "stop must be a string or a list of non-empty strings"),
+    ],
+)
 def test_invalid_values_are_explained(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplingParams(**kwargs)
 
 
 def test_cross_field_checks_after_resolution():
-    with pytest.raises(ValueError, match=r"steps \(2\) must be at least the number of blocks \(3 = "
-                       r"ceil\(max_tokens 10 / block_length 4\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"steps \(2\) must be at least the number of blocks \(3 = "
+        r"ceil\(max_tokens 10 / block_length 4\)\)",
+    ):
         SamplingParams(max_tokens=10, block_length=4, steps=2).resolve()
     with pytest.raises(ValueError, match="set at most one"):
         SamplingParams(threshold=0.9, factor=1.0).resolve()
@@ -51,7 +57,9 @@ def test_gumbel_sampler_matches_softmax_distribution():
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, float("-inf"), 0.0, 3.0]])
     temperature, draws = 0.7, 20000
     gen = torch.Generator().manual_seed(0)
-    samples = torch.cat([gumbel_argmax(logits.expand(1000, -1), temperature, gen) for _ in range(draws // 1000)])
+    samples = torch.cat(
+        [gumbel_argmax(logits.expand(1000, -1), temperature, gen) for _ in range(draws // 1000)]
+    )
     counts = torch.bincount(samples, minlength=logits.shape[1]).double()
     probs = torch.softmax(logits[0].double() / temperature, dim=-1)
     assert counts[4] == 0  # a banned (-inf) token is never drawn

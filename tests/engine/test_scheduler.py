@@ -26,8 +26,9 @@ def step_with(sched, schedule_out, tokens_for):
     commits = {}
     for req in schedule_out.forward + schedule_out.reuse:
         pos = req.masked_positions()[: req.num_to_commit()]
-        commits[req.request_id] = Commit(pos, torch.tensor([tokens_for(req, int(p)) for p in pos],
-                                                           dtype=torch.int64))
+        commits[req.request_id] = Commit(
+            pos, torch.tensor([tokens_for(req, int(p)) for p in pos], dtype=torch.int64)
+        )
     return sched.update(schedule_out, StepOutput(commits, 0, 0))
 
 
@@ -42,8 +43,14 @@ def run(sched, tokens_for, max_steps=100):
 
 def test_request_status_is_ordered():
     assert not RequestStatus.RUNNING.is_finished
-    assert all(s.is_finished for s in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH,
-                                       RequestStatus.FINISHED_ABORTED))
+    assert all(
+        s.is_finished
+        for s in (
+            RequestStatus.FINISHED_STOPPED,
+            RequestStatus.FINISHED_LENGTH,
+            RequestStatus.FINISHED_ABORTED,
+        )
+    )
     assert RequestStatus.FINISHED_LENGTH.finish_reason == "length"
 
 
@@ -86,7 +93,9 @@ def test_requests_join_and_leave_between_steps():
 
 
 def test_eos_in_a_finished_block_stops_early_and_fills_eos():
-    sched = Scheduler(max_num_seqs=4, max_num_batched_tokens=1000, stop_token_ids=(EOS, EOT), detokenize=detok)
+    sched = Scheduler(
+        max_num_seqs=4, max_num_batched_tokens=1000, stop_token_ids=(EOS, EOT), detokenize=detok
+    )
     req = make("a", max_tokens=12, steps=12, block_length=4)
     sched.add(req)
     # Second block holds the answer's end: 21 21 EOT EOS; blocks 3 never runs.
@@ -94,7 +103,7 @@ def test_eos_in_a_finished_block_stops_early_and_fills_eos():
     assert len(outs) == 2 and outs[-1].finished and outs[-1].finish_reason == "stop"
     assert outs[-1].token_ids == [21] * 6
     assert outs[-1].num_steps == 8
-    assert req.canvas[req.prompt_len + 7:].tolist() == [EOS] * 5
+    assert req.canvas[req.prompt_len + 7 :].tolist() == [EOS] * 5
 
 
 def test_without_early_stop_every_block_runs_but_text_stops():

@@ -29,16 +29,24 @@ def test_missing_directory(tmp_path):
 
 def test_missing_shard(ckpt):
     (ckpt / "model-00002-of-00003.safetensors").unlink()
-    with pytest.raises(CheckpointError, match=r"model-00002-of-00003\.safetensors: shard file missing"
-                       r" \(it should hold 'model\.transformer\."):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model-00002-of-00003\.safetensors: shard file missing"
+        r" \(it should hold 'model\.transformer\.",
+    ):
         load_model(ckpt)
 
 
 def test_missing_key(ckpt):
-    edit_json(ckpt / "model.safetensors.index.json",
-              lambda d: d["weight_map"].pop("model.transformer.blocks.1.up_proj.weight"))
-    with pytest.raises(CheckpointError, match=r"model\.safetensors\.index\.json: missing key "
-                       r"'model\.transformer\.blocks\.1\.up_proj\.weight'"):
+    edit_json(
+        ckpt / "model.safetensors.index.json",
+        lambda d: d["weight_map"].pop("model.transformer.blocks.1.up_proj.weight"),
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.safetensors\.index\.json: missing key "
+        r"'model\.transformer\.blocks\.1\.up_proj\.weight'",
+    ):
         load_model(ckpt)
 
 
@@ -47,21 +55,29 @@ def test_key_listed_but_absent_from_shard(ckpt):
     index = json.loads((ckpt / "model.safetensors.index.json").read_text())
     wrong = next(f for f in set(index["weight_map"].values()) if f != index["weight_map"][key])
     edit_json(ckpt / "model.safetensors.index.json", lambda d: d["weight_map"].update({key: wrong}))
-    with pytest.raises(CheckpointError, match=rf"{wrong}: key '{key}' listed in the index is not in this file"):
+    with pytest.raises(
+        CheckpointError, match=rf"{wrong}: key '{key}' listed in the index is not in this file"
+    ):
         load_model(ckpt)
 
 
 def test_wrong_shape(ckpt):
     edit_json(ckpt / "config.json", lambda d: d.update(mlp_hidden_size=128))
-    with pytest.raises(CheckpointError, match=r"safetensors: key 'model\.transformer\.blocks\.\d\.(ff_proj|"
-                       r"up_proj|ff_out)\.weight': shape \(\d+, \d+\), expected \(\d+, \d+\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"safetensors: key 'model\.transformer\.blocks\.\d\.(ff_proj|"
+        r"up_proj|ff_out)\.weight': shape \(\d+, \d+\), expected \(\d+, \d+\)",
+    ):
         load_model(ckpt)
 
 
 def test_unknown_architecture(ckpt):
     edit_json(ckpt / "config.json", lambda d: d.update(architectures=["DreamModel"]))
-    with pytest.raises(CheckpointError, match=r"config\.json: unknown architecture 'DreamModel' in field "
-                       r"'architectures' \(supported: LLaDAModelLM\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"config\.json: unknown architecture 'DreamModel' in field "
+        r"'architectures' \(supported: LLaDAModelLM\)",
+    ):
         load_model(ckpt)
 
 
@@ -84,34 +100,63 @@ def test_corrupt_shard(ckpt):
 
 
 def test_unexpected_key(ckpt):
-    edit_json(ckpt / "model.safetensors.index.json", lambda d: d["weight_map"].update(
-        {"model.transformer.blocks.0.q_norm.weight": "model-00001-of-00003.safetensors"}))
-    with pytest.raises(CheckpointError, match=r"unexpected key 'model\.transformer\.blocks\.0\.q_norm\.weight'"):
+    edit_json(
+        ckpt / "model.safetensors.index.json",
+        lambda d: d["weight_map"].update(
+            {"model.transformer.blocks.0.q_norm.weight": "model-00001-of-00003.safetensors"}
+        ),
+    )
+    with pytest.raises(
+        CheckpointError, match=r"unexpected key 'model\.transformer\.blocks\.0\.q_norm\.weight'"
+    ):
         load_model(ckpt)
 
 
-BASE = json.loads(json.dumps({
-    "architectures": ["LLaDAModelLM"], "d_model": 64, "n_heads": 4, "n_kv_heads": 4, "n_layers": 2,
-    "mlp_hidden_size": 96, "vocab_size": 100, "embedding_size": 100, "max_sequence_length": 256,
-    "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "weight_tying": False, "mask_token_id": 2,
-    "eos_token_id": 1, "pad_token_id": 1, "block_type": "llama", "activation_type": "silu",
-    "layer_norm_type": "rms", "rope": True, "alibi": False, "include_bias": False,
-}))
+BASE = json.loads(
+    json.dumps(
+        {
+            "architectures": ["LLaDAModelLM"],
+            "d_model": 64,
+            "n_heads": 4,
+            "n_kv_heads": 4,
+            "n_layers": 2,
+            "mlp_hidden_size": 96,
+            "vocab_size": 100,
+            "embedding_size": 100,
+            "max_sequence_length": 256,
+            "rope_theta": 10000.0,
+            "rms_norm_eps": 1e-5,
+            "weight_tying": False,
+            "mask_token_id": 2,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+            "block_type": "llama",
+            "activation_type": "silu",
+            "layer_norm_type": "rms",
+            "rope": True,
+            "alibi": False,
+            "include_bias": False,
+        }
+    )
+)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"block_type": "sequential"}, r"unsupported block_type 'sequential'"),
-    ({"activation_type": "swiglu"}, r"unsupported activation_type 'swiglu'"),
-    ({"layer_norm_type": "default"}, r"unsupported layer_norm_type 'default'"),
-    ({"rope": False}, r"rope=False is not supported"),
-    ({"alibi": True}, r"alibi=True is not supported"),
-    ({"include_bias": True}, r"include_bias=True is not supported"),
-    ({"attention_layer_norm": True}, r"attention_layer_norm=True is not supported"),
-    ({"d_model": None}, r"missing required field 'd_model'"),
-    ({"rope_theta": None}, r"missing required field 'rope_theta'"),
-    ({"n_kv_heads": 3}, r"n_kv_heads 3 must divide n_heads"),
-    ({"mask_token_id": 1}, r"mask_token_id must differ from pad_token_id"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"block_type": "sequential"}, r"unsupported block_type 'sequential'"),
+        ({"activation_type": "swiglu"}, r"unsupported activation_type 'swiglu'"),
+        ({"layer_norm_type": "default"}, r"unsupported layer_norm_type 'default'"),
+        ({"rope": False}, r"rope=False is not supported"),
+        ({"alibi": True}, r"alibi=True is not supported"),
+        ({"include_bias": True}, r"include_bias=True is not supported"),
+        ({"attention_layer_norm": True}, r"attention_layer_norm=True is not supported"),
+        ({"d_model": None}, r"missing required field 'd_model'"),
+        ({"rope_theta": None}, r"missing required field 'rope_theta'"),
+        ({"n_kv_heads": 3}, r"n_kv_heads 3 must divide n_heads"),
+        ({"mask_token_id": 1}, r"mask_token_id must differ from pad_token_id"),
+    ],
+)
 def test_config_rejects_what_it_does_not_implement(change, message):
     raw = {**BASE, **change}
     with pytest.raises(CheckpointError, match=r"config\.json: " + message):

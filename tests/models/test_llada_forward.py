@@ -32,7 +32,7 @@ def plain_llada_logits(sd: dict, cfg, ids: torch.Tensor) -> torch.Tensor:
 
     x = F.embedding(ids, sd[p + "wte.weight"])
     for i in range(cfg.n_layers):
-        w = {k[len(f"{p}blocks.{i}."):]: v for k, v in sd.items() if k.startswith(f"{p}blocks.{i}.")}
+        w = {k[len(f"{p}blocks.{i}.") :]: v for k, v in sd.items() if k.startswith(f"{p}blocks.{i}.")}
         h = rms(x, w["attn_norm.weight"])
         q = (h @ w["q_proj.weight"].T).view(b, t, nh, hd).transpose(1, 2)
         k = (h @ w["k_proj.weight"].T).view(b, t, nkv, hd).transpose(1, 2)
@@ -60,7 +60,7 @@ def test_forward_matches_plain_llada(loaded):
     start = 0
     for s in seqs:
         expected = plain_llada_logits(sd, loaded.config, s[None])[0]
-        torch.testing.assert_close(logits[start:start + len(s)], expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logits[start : start + len(s)], expected, rtol=1e-5, atol=1e-5)
         start += len(s)
 
 

@@ -32,7 +32,9 @@ def test_generation_with_triton_kernels_matches_torch(tiny_ckpt):
     params = SamplingParams(max_tokens=8, steps=8, block_length=4, temperature=0.0, ignore_eos=True)
     prompts = [[7, 8, 9, 10], [40, 41, 42]]
     ref = LLM(tiny_ckpt, device="cpu", dtype="float32", kernels="torch").generate(
-        prompt_token_ids=prompts, sampling_params=params)
+        prompt_token_ids=prompts, sampling_params=params
+    )
     tri = LLM(tiny_ckpt, device="cpu", dtype="float32", kernels="triton").generate(
-        prompt_token_ids=prompts, sampling_params=params)
+        prompt_token_ids=prompts, sampling_params=params
+    )
     assert [o.token_ids for o in tri] == [o.token_ids for o in ref]
