@@ -95,7 +95,8 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
     async def _parse(request: Request, model: type[BaseModel]):
         """Body -> protocol model, or the 4xx that says what is wrong with it."""
         limit = config.max_request_bytes
-        if int(request.headers.get("content-length") or 0) > limit:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"request body larger than {limit} bytes", code="request_too_large")
         body = bytearray()
         async for chunk in request.stream():

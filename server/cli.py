@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port < 65536:
         raise ValueError(f"--port must be in [0, 65535]; got {args.port}")
-    if args.max_waiting < 0:
-        raise ValueError(f"--max-waiting must be >= 0; got {args.max_waiting}")
+    if args.max_waiting < 1:
+        raise ValueError(f"--max-waiting must be >= 1; got {args.max_waiting}")
     model_dir = Path(args.model) if args.model else DEMO_MODEL_DIR
     config = ServerConfig(
         served_model_name=args.served_model_name or model_dir.resolve().name,

@@ -73,6 +73,8 @@ def check_request(engine, prompts: list[list[int]], params: SamplingParams, prom
                   max_tokens_param: str) -> None:
     """Everything the engine would refuse, refused now with a 400 (before any stream starts)."""
     core = engine.engine
+    if len(prompts) > engine.max_waiting:  # they all queue at once: more could never be admitted
+        raise invalid_request(f"at most {engine.max_waiting} prompts per request", prompt_param)
     for ids in prompts:  # before Engine.validate, which scans every id
         if len(ids) >= core.max_model_len:
             raise invalid_request(f"prompt ({len(ids)} tokens) leaves no room in the model's context of "

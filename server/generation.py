@@ -37,6 +37,7 @@ class Generation:
         self.engine, self.metrics, self.deadline, self.arrival = engine, metrics, deadline, arrival
         self._queue: asyncio.Queue[tuple[int, RequestOutput | Exception]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
+        self._admitted: set[int] = set()  # indices the engine took (their ends count in the metrics)
 
     async def add(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
                   prompt_param: str) -> None:
@@ -48,6 +49,7 @@ class Generation:
         if task.done():
             self.close()
             raise admission_error(task.result(), prompt_param)
+        self._admitted.add(index)
         self.metrics.prompt_tokens.inc(len(prompt_ids))
 
     async def _pump(self, index, prompt_ids, params, request_id) -> Exception | None:
@@ -69,7 +71,8 @@ class Generation:
             self._queue.put_nowait((index, exc))
             return exc
         finally:
-            self.metrics.finished.labels(reason).inc()
+            if index in self._admitted:
+                self.metrics.finished.labels(reason).inc()
         return None
 
     async def outputs(self) -> AsyncIterator[tuple[int, RequestOutput]]:

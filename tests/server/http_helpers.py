@@ -34,6 +34,8 @@ class ServerProcess:
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("DLLM_")}
         env["PYTHONPATH"] = str(REPO)
+        # Small models on a shared 2-core machine: one torch thread avoids oversubscription stalls.
+        env.setdefault("OMP_NUM_THREADS", "1")
         cmd = [sys.executable, "-m", "engine.cli", "serve", "--model", str(model_dir), "--host", "127.0.0.1",
                "--port", str(self.port), "--api-key", API_KEY, "--log-level", "warning", *flags]
         self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop)

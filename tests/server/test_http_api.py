@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import openai
 import pytest
@@ -127,3 +129,34 @@ def test_health_and_metrics_need_no_key(server):
                  "dllm_num_requests_running", "dllm_num_requests_waiting",
                  "dllm_time_to_first_block_seconds_bucket", "dllm_e2e_request_latency_seconds_bucket"):
         assert name in r.text, name
+
+
+def test_demo_model_answers_through_the_api(server, model_name, model_dir):
+    """With the shipped demo checkpoint, held-out task prompts come back right over HTTP, streamed
+    and not (all at once: they share the batch)."""
+    from http_helpers import REPO
+
+    if model_dir != REPO / "models" / "demo":
+        pytest.skip("needs the shipped demo checkpoint")
+    from models.demo_tasks import heldout_examples, is_correct
+
+    examples = [ex for task in ("reverse", "add") for ex in heldout_examples(task, 2)]
+
+    async def main():
+        client = openai.AsyncOpenAI(base_url=server.v1, api_key=API_KEY, max_retries=0, timeout=120)
+
+        async def ask(ex):
+            kwargs = dict(model=model_name, messages=ex.messages(), temperature=0)
+            full = await client.chat.completions.create(**kwargs)
+            stream = await client.chat.completions.create(**kwargs, stream=True)
+            return full, "".join([c.choices[0].delta.content or "" async for c in stream])
+
+        try:
+            return await asyncio.gather(*(ask(ex) for ex in examples))
+        finally:
+            await client.close()
+
+    for ex, (full, streamed) in zip(examples, asyncio.run(main()), strict=True):
+        assert is_correct(ex, full.choices[0].message.content), (ex, full.choices[0].message.content)
+        assert full.choices[0].finish_reason == "stop"
+        assert streamed == full.choices[0].message.content

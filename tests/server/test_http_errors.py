@@ -34,6 +34,7 @@ CASES = {
     "stop not strings": ("chat", chat(stop=[1]), 400, "stop", None),
     "prompt of floats": ("completions", completion(prompt=[1.5]), 400, "prompt", None),
     "prompt empty list": ("completions", completion(prompt=[]), 400, "prompt", None),
+    "more prompts than queue places": ("completions", completion(prompt=["a"] * 257), 400, "prompt", None),
     "negative temperature": ("chat", chat(temperature=-1), 400, "temperature", "invalid_value"),
     "max_tokens zero": ("chat", chat(max_tokens=0), 400, "max_tokens", "invalid_value"),
     "max_completion_tokens zero": ("chat", chat(max_tokens=None, max_completion_tokens=0), 400,
