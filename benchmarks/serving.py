@@ -38,15 +38,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def make_mix(seed: int, num: int, prompt_lens: tuple[int, int], max_tokens: list[int], block_length: int,
-             vocab: tuple[int, int]) -> list[dict]:
+def make_mix(
+    seed: int,
+    num: int,
+    prompt_lens: tuple[int, int],
+    max_tokens: list[int],
+    block_length: int,
+    vocab: tuple[int, int],
+) -> list[dict]:
     rng = random.Random(seed)
     mix = []
     for _ in range(num):
         n = rng.choice(max_tokens)
         prompt = [rng.randrange(*vocab) for _ in range(rng.randint(*prompt_lens))]
-        mix.append({"prompt": prompt, "max_tokens": n, "steps": n, "block_length": min(block_length, n),
-                    "temperature": 0.0, "ignore_eos": True})
+        mix.append(
+            {
+                "prompt": prompt,
+                "max_tokens": n,
+                "steps": n,
+                "block_length": min(block_length, n),
+                "temperature": 0.0,
+                "ignore_eos": True,
+            }
+        )
     return mix
 
 
@@ -89,10 +103,18 @@ async def run_level(url: str, model: str, api_key: str | None, mix: list[dict], 
     tokens = sum(r["tokens"] for r in results)
     ttfb = sorted(r["ttfb"] for r in results)
     e2e = sorted(r["e2e"] for r in results)
-    return {"concurrency": concurrency, "requests": len(results), "seconds": seconds,
-            "requests_per_s": len(results) / seconds, "tokens_per_s": tokens / seconds,
-            "generated_tokens": tokens, "ttfb_p50": pct(ttfb, 50), "ttfb_p99": pct(ttfb, 99),
-            "e2e_p50": pct(e2e, 50), "e2e_p99": pct(e2e, 99)}
+    return {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "seconds": seconds,
+        "requests_per_s": len(results) / seconds,
+        "tokens_per_s": tokens / seconds,
+        "generated_tokens": tokens,
+        "ttfb_p50": pct(ttfb, 50),
+        "ttfb_p99": pct(ttfb, 99),
+        "e2e_p50": pct(e2e, 50),
+        "e2e_p99": pct(e2e, 99),
+    }
 
 
 def pct(sorted_values: list[float], p: float) -> float:
@@ -113,12 +135,17 @@ def offline_level(model_dir: Path, mix: list[dict], concurrency: int, device: st
     outs = llm.generate(prompt_token_ids=prompts, sampling_params=params)
     seconds = time.perf_counter() - start
     tokens = sum(len(o.token_ids) for o in outs)
-    return {"concurrency": concurrency, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "requests_per_s": len(mix) / seconds}
+    return {
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "requests_per_s": len(mix) / seconds,
+    }
 
 
-def start_server(model_dir: Path, max_num_seqs: int, device: str, threads: int | None,
-                 log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    model_dir: Path, max_num_seqs: int, device: str, threads: int | None, log_path: Path
+) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -126,9 +153,24 @@ def start_server(model_dir: Path, max_num_seqs: int, device: str, threads: int |
     env["PYTHONPATH"] = str(ROOT)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--model", str(model_dir), "--port", str(port),
-           "--device", device, "--max-num-seqs", str(max_num_seqs), "--max-waiting", "4096",
-           "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--device",
+        device,
+        "--max-num-seqs",
+        str(max_num_seqs),
+        "--max-waiting",
+        "4096",
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -168,8 +210,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model-name", default=None, help="with --url: the served model name")
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads for the server and the offline engine alike (default: torch's)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for the server and the offline engine alike (default: torch's)",
+    )
     ap.add_argument("--concurrency", default="1,4,16,32")
     ap.add_argument("--num-requests", type=int, default=64, help="requests per concurrency level")
     ap.add_argument("--prompt-len-range", default="16,64")
@@ -186,8 +232,14 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     lo, hi = (int(x) for x in args.prompt_len_range.split(","))
-    mix = make_mix(args.seed, args.num_requests, (lo, hi), [int(x) for x in args.max_tokens.split(",")],
-                   args.block_length, (10, 200))
+    mix = make_mix(
+        args.seed,
+        args.num_requests,
+        (lo, hi),
+        [int(x) for x in args.max_tokens.split(",")],
+        args.block_length,
+        (10, 200),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(args.model) if args.model else tiny_model(Path(tmp) / "tiny")
         http = []
@@ -195,8 +247,9 @@ def main(argv=None) -> int:
         if args.url:
             url, name = args.url, args.model_name or model_dir.resolve().name
         else:
-            proc, url = start_server(model_dir, max(levels), args.device, args.threads,
-                                     Path(tmp) / "server.log")
+            proc, url = start_server(
+                model_dir, max(levels), args.device, args.threads, Path(tmp) / "server.log"
+            )
             name = model_dir.resolve().name
         offline = {}
         try:
@@ -216,19 +269,27 @@ def main(argv=None) -> int:
 
     dev = device_name(args.device)
     what = args.model or "tiny random model (d=256, 4 layers)"
-    header = (f"HTTP serving (`dllm serve`, streamed /v1/completions), {what}, device: {dev}; "
-              f"{args.num_requests} requests per level, seed {args.seed}, prompt {lo}-{hi} tokens, "
-              f"max_tokens from {{{args.max_tokens}}}, block {args.block_length}, one token per step")
-    lines = [header, "",
-             "| concurrency | req/s | gen tok/s | offline tok/s | HTTP / offline | TTFB p50 (s) "
-             "| TTFB p99 (s) | E2E p50 (s) | E2E p99 (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    header = (
+        f"HTTP serving (`dllm serve`, streamed /v1/completions), {what}, device: {dev}; "
+        f"{args.num_requests} requests per level, seed {args.seed}, prompt {lo}-{hi} tokens, "
+        f"max_tokens from {{{args.max_tokens}}}, block {args.block_length}, one token per step"
+    )
+    lines = [
+        header,
+        "",
+        "| concurrency | req/s | gen tok/s | offline tok/s | HTTP / offline | TTFB p50 (s) "
+        "| TTFB p99 (s) | E2E p50 (s) | E2E p99 (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in http:
         off = offline.get(r["concurrency"])
         ratio = f"{r['tokens_per_s'] / off['tokens_per_s']:.2f}" if off else "-"
         off_tps = f"{off['tokens_per_s']:.1f}" if off else "-"
-        lines.append(f"| {r['concurrency']} | {r['requests_per_s']:.2f} | {r['tokens_per_s']:.1f} | "
-                     f"{off_tps} | {ratio} | {r['ttfb_p50']:.3f} | {r['ttfb_p99']:.3f} | "
-                     f"{r['e2e_p50']:.3f} | {r['e2e_p99']:.3f} |")
+        lines.append(
+            f"| {r['concurrency']} | {r['requests_per_s']:.2f} | {r['tokens_per_s']:.1f} | "
+            f"{off_tps} | {ratio} | {r['ttfb_p50']:.3f} | {r['ttfb_p99']:.3f} | "
+            f"{r['e2e_p50']:.3f} | {r['e2e_p99']:.3f} |"
+        )
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)
@@ -237,9 +298,14 @@ def main(argv=None) -> int:
     stem = f"serving_{tag}_" + (Path(args.model).resolve().name if args.model else "tiny")
     (out / f"{stem}.md").write_text(table + "\n")
     ratios = [r["tokens_per_s"] / offline[r["concurrency"]]["tokens_per_s"] for r in http if offline]
-    record = {"device": dev, "header": header, "args": vars(args), "http": http,
-              "offline": list(offline.values()),
-              "median_http_over_offline": statistics.median(ratios) if ratios else None}
+    record = {
+        "device": dev,
+        "header": header,
+        "args": vars(args),
+        "http": http,
+        "offline": list(offline.values()),
+        "median_http_over_offline": statistics.median(ratios) if ratios else None,
+    }
     (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     return 0
 

@@ -48,16 +48,18 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
         finally:
             await engine.shutdown(drain_timeout=0)
 
-    app = FastAPI(title="dllm-serve", summary="OpenAI-compatible API for masked diffusion LMs",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="dllm-serve", summary="OpenAI-compatible API for masked diffusion LMs", lifespan=lifespan
+    )
     errors.install(app)
     app.add_middleware(RequestCounter, metrics=metrics)
 
     @app.get("/health")
     async def health():
         if not engine.is_running:
-            raise APIError(503, "the server is shutting down", "service_unavailable_error",
-                           code="server_shutting_down")
+            raise APIError(
+                503, "the server is shutting down", "service_unavailable_error", code="server_shutting_down"
+            )
         return {"status": "ok"}
 
     @app.get("/metrics")
@@ -106,8 +108,11 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):
-            raise invalid_request("We could not parse the JSON body of your request: send valid JSON "
-                                  "(Content-Type: application/json).", code="invalid_json") from None
+            raise invalid_request(
+                "We could not parse the JSON body of your request: send valid JSON "
+                "(Content-Type: application/json).",
+                code="invalid_json",
+            ) from None
         if not isinstance(data, dict):
             raise invalid_request("The request body must be a JSON object.", code="invalid_json")
         try:
@@ -138,8 +143,12 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
         return JSONResponse(fmt.response(meta, prompts, finals).model_dump())
 
     def _unknown_model(name: str) -> APIError:
-        return APIError(404, f"The model `{name}` does not exist; this server serves "
-                        f"`{config.served_model_name}`.", param="model", code="model_not_found")
+        return APIError(
+            404,
+            f"The model `{name}` does not exist; this server serves `{config.served_model_name}`.",
+            param="model",
+            code="model_not_found",
+        )
 
     app.include_router(v1)
     return app

@@ -17,10 +17,18 @@ def api_key_checker(api_key: str | None):
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise APIError(401, "You didn't provide an API key. Pass it as 'Authorization: Bearer KEY'.",
-                           code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(
+                401,
+                "You didn't provide an API key. Pass it as 'Authorization: Bearer KEY'.",
+                code="missing_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(
+                401,
+                "Incorrect API key provided.",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     return check

@@ -35,18 +35,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser)
     add_sampling_arguments(parser)  # here: defaults for the fields a request leaves unset
     g = parser.add_argument_group("server")
-    g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; "
-                   "0.0.0.0 for every interface)")
+    g.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for every interface)"
+    )
     g.add_argument("--port", type=int, default=8000)
     g.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/*")
-    g.add_argument("--served-model-name", default=None,
-                   help="the name requests use as `model` (default: the checkpoint directory's name)")
-    g.add_argument("--max-waiting", type=int, default=256,
-                   help="queued requests beyond --max-num-seqs; more get 429")
-    g.add_argument("--request-timeout", type=float, default=600.0,
-                   help="seconds from arrival to the last block; 0: no limit (default 600)")
-    g.add_argument("--drain-timeout", type=float, default=30.0,
-                   help="on shutdown, seconds in-flight requests get to finish (default 30)")
+    g.add_argument(
+        "--served-model-name",
+        default=None,
+        help="the name requests use as `model` (default: the checkpoint directory's name)",
+    )
+    g.add_argument(
+        "--max-waiting", type=int, default=256, help="queued requests beyond --max-num-seqs; more get 429"
+    )
+    g.add_argument(
+        "--request-timeout",
+        type=float,
+        default=600.0,
+        help="seconds from arrival to the last block; 0: no limit (default 600)",
+    )
+    g.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="on shutdown, seconds in-flight requests get to finish (default 30)",
+    )
     g.add_argument("--max-request-bytes", type=int, default=4 * 2**20, help="largest request body")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     # String defaults go through each flag's `type`, so a bad value reads like a bad flag.
@@ -75,15 +88,24 @@ def run(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes,
         defaults=sampling_params_from(args),
     )
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    engine = AsyncEngine.from_config(EngineConfig(model=model_dir, **engine_kwargs(args)),
-                                     max_waiting=args.max_waiting)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    engine = AsyncEngine.from_config(
+        EngineConfig(model=model_dir, **engine_kwargs(args)), max_waiting=args.max_waiting
+    )
     app = build_app(engine, config)
-    uv_config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                               lifespan="on", timeout_graceful_shutdown=args.drain_timeout + 5)
-    logging.getLogger("dllm.server").info("serving %s as %r on http://%s:%d/v1", model_dir,
-                                          config.served_model_name, args.host, args.port)
+    uv_config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=args.drain_timeout + 5,
+    )
+    logging.getLogger("dllm.server").info(
+        "serving %s as %r on http://%s:%d/v1", model_dir, config.served_model_name, args.host, args.port
+    )
     DrainingServer(uv_config, engine, args.drain_timeout).run()
     return 0
 

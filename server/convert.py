@@ -33,8 +33,9 @@ class ResponseMeta:
 # -- requests ----------------------------------------------------------------------------------------
 def chat_prompt_ids(tokenizer, messages: list[p.ChatMessage]) -> list[int]:
     if tokenizer is None:
-        raise invalid_request("this model has no tokenizer, so no chat template; use /v1/completions "
-                              "with token ids", "messages")
+        raise invalid_request(
+            "this model has no tokenizer, so no chat template; use /v1/completions with token ids", "messages"
+        )
     convo = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in messages]
     try:
         return render_chat(tokenizer, convo)
@@ -52,8 +53,9 @@ def completion_prompt_ids(tokenizer, prompts: list[str] | list[list[int]]) -> li
     return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in prompts]
 
 
-def sampling_params(req: p.ChatCompletionRequest | p.CompletionRequest, defaults: SamplingParams,
-                    prompt_param: str) -> SamplingParams:
+def sampling_params(
+    req: p.ChatCompletionRequest | p.CompletionRequest, defaults: SamplingParams, prompt_param: str
+) -> SamplingParams:
     """Request fields over the server defaults; unset ones stay None for the checkpoint's defaults."""
     values = {name: getattr(req, name) for name in PASSED_FIELDS}
     values["max_tokens"] = getattr(req, req.max_tokens_param)
@@ -69,16 +71,21 @@ def sampling_params(req: p.ChatCompletionRequest | p.CompletionRequest, defaults
         raise from_value_error(exc, prompt_param, req.max_tokens_param) from None
 
 
-def check_request(engine, prompts: list[list[int]], params: SamplingParams, prompt_param: str,
-                  max_tokens_param: str) -> None:
+def check_request(
+    engine, prompts: list[list[int]], params: SamplingParams, prompt_param: str, max_tokens_param: str
+) -> None:
     """Everything the engine would refuse, refused now with a 400 (before any stream starts)."""
     core = engine.engine
     if len(prompts) > engine.max_waiting:  # they all queue at once: more could never be admitted
         raise invalid_request(f"at most {engine.max_waiting} prompts per request", prompt_param)
     for ids in prompts:  # before Engine.validate, which scans every id
         if len(ids) >= core.max_model_len:
-            raise invalid_request(f"prompt ({len(ids)} tokens) leaves no room in the model's context of "
-                                  f"{core.max_model_len} tokens", prompt_param, "context_length_exceeded")
+            raise invalid_request(
+                f"prompt ({len(ids)} tokens) leaves no room in the model's context of "
+                f"{core.max_model_len} tokens",
+                prompt_param,
+                "context_length_exceeded",
+            )
     try:
         resolved = [engine.validate(ids, params) for ids in prompts]
     except ValueError as exc:
@@ -86,24 +93,30 @@ def check_request(engine, prompts: list[list[int]], params: SamplingParams, prom
     for ids, r in zip(prompts, resolved, strict=True):
         # Each zero-commit step costs a step: bound them like the canvas (Request builds a list of steps).
         if r.steps > core.max_model_len:
-            raise invalid_request(f"steps must be at most {core.max_model_len}; got {r.steps}", "steps",
-                                  "invalid_value")
+            raise invalid_request(
+                f"steps must be at most {core.max_model_len}; got {r.steps}", "steps", "invalid_value"
+            )
         # Mirrors Scheduler.add, which would otherwise refuse the request on the engine thread.
         cost = (2 if r.cfg_scale > 0 else 1) * (len(ids) + r.max_tokens)
         if cost > core.config.max_num_batched_tokens:
             raise invalid_request(
                 f"request needs {cost} positions per step (prompt + max_tokens, twice with cfg_scale), "
                 f"more than this server's max_num_batched_tokens ({core.config.max_num_batched_tokens})",
-                prompt_param, "context_length_exceeded")
+                prompt_param,
+                "context_length_exceeded",
+            )
 
 
 # -- responses ---------------------------------------------------------------------------------------
 def usage(prompts: list[list[int]], finals: list[RequestOutput]) -> p.Usage:
     prompt_tokens = sum(len(ids) for ids in prompts)
     completion_tokens = sum(len(out.token_ids) for out in finals)
-    return p.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                   total_tokens=prompt_tokens + completion_tokens,
-                   num_forward_passes=sum(out.num_forward_passes for out in finals))
+    return p.Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        num_forward_passes=sum(out.num_forward_passes for out in finals),
+    )
 
 
 class ChatFormat:
@@ -118,21 +131,28 @@ class ChatFormat:
 
     @staticmethod
     def chunk(meta: ResponseMeta, index: int, text: str, finish_reason: str | None) -> p.BaseModel:
-        choice = p.ChatChunkChoice(index=index, delta={"content": text} if text else {},
-                                   finish_reason=finish_reason)
+        choice = p.ChatChunkChoice(
+            index=index, delta={"content": text} if text else {}, finish_reason=finish_reason
+        )
         return p.ChatCompletionChunk(id=meta.id, created=meta.created, model=meta.model, choices=[choice])
 
     @staticmethod
     def usage_chunk(meta: ResponseMeta, use: p.Usage) -> p.BaseModel:
-        return p.ChatCompletionChunk(id=meta.id, created=meta.created, model=meta.model, choices=[],
-                                     usage=use)
+        return p.ChatCompletionChunk(
+            id=meta.id, created=meta.created, model=meta.model, choices=[], usage=use
+        )
 
     @staticmethod
     def response(meta: ResponseMeta, prompts: list[list[int]], finals: list[RequestOutput]) -> p.BaseModel:
-        choices = [p.ChatChoice(index=i, message=p.AssistantMessage(content=out.text),
-                                finish_reason=out.finish_reason) for i, out in enumerate(finals)]
-        return p.ChatCompletion(id=meta.id, created=meta.created, model=meta.model, choices=choices,
-                                usage=usage(prompts, finals))
+        choices = [
+            p.ChatChoice(
+                index=i, message=p.AssistantMessage(content=out.text), finish_reason=out.finish_reason
+            )
+            for i, out in enumerate(finals)
+        ]
+        return p.ChatCompletion(
+            id=meta.id, created=meta.created, model=meta.model, choices=choices, usage=usage(prompts, finals)
+        )
 
 
 class CompletionFormat:
@@ -155,7 +175,10 @@ class CompletionFormat:
 
     @staticmethod
     def response(meta: ResponseMeta, prompts: list[list[int]], finals: list[RequestOutput]) -> p.BaseModel:
-        choices = [p.CompletionChoice(index=i, text=out.text, finish_reason=out.finish_reason)
-                   for i, out in enumerate(finals)]
-        return p.Completion(id=meta.id, created=meta.created, model=meta.model, choices=choices,
-                            usage=usage(prompts, finals))
+        choices = [
+            p.CompletionChoice(index=i, text=out.text, finish_reason=out.finish_reason)
+            for i, out in enumerate(finals)
+        ]
+        return p.Completion(
+            id=meta.id, created=meta.created, model=meta.model, choices=choices, usage=usage(prompts, finals)
+        )

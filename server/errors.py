@@ -25,8 +25,15 @@ SAMPLING_FIELDS = tuple(f.name for f in fields(SamplingParams))
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers
@@ -64,7 +71,7 @@ def from_value_error(exc: ValueError, prompt_param: str, max_tokens_param: str =
         return invalid_request(msg, prompt_param, "context_length_exceeded")
     first = msg.split(" ", 1)[0]
     if first == "max_tokens":
-        return invalid_request(max_tokens_param + msg[len(first):], max_tokens_param, "invalid_value")
+        return invalid_request(max_tokens_param + msg[len(first) :], max_tokens_param, "invalid_value")
     if first in SAMPLING_FIELDS:
         return invalid_request(msg, first, "invalid_value")
     if "prompt" in msg:
@@ -84,8 +91,9 @@ def install(app: FastAPI) -> None:
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return APIError(500, "The server had an error while processing your request.",
-                        "server_error").response()
+        return APIError(
+            500, "The server had an error while processing your request.", "server_error"
+        ).response()
 
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

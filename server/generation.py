@@ -39,8 +39,9 @@ class Generation:
         self._tasks: list[asyncio.Task] = []
         self._admitted: set[int] = set()  # indices the engine took (their ends count in the metrics)
 
-    async def add(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
-                  prompt_param: str) -> None:
+    async def add(
+        self, prompt_ids: list[int], params: SamplingParams, request_id: str, prompt_param: str
+    ) -> None:
         """Queue one engine request; raises APIError if the engine does not take it."""
         index = len(self._tasks)
         task = asyncio.ensure_future(self._pump(index, prompt_ids, params, request_id))
@@ -95,11 +96,13 @@ class Generation:
 
 def admission_error(exc: Exception, prompt_param: str) -> APIError:
     if isinstance(exc, QueueFullError):
-        return APIError(429, f"{exc}; retry later", "rate_limit_error", code="queue_full",
-                        headers={"Retry-After": "1"})
+        return APIError(
+            429, f"{exc}; retry later", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}
+        )
     if isinstance(exc, EngineDeadError):
-        return APIError(503, "the server is shutting down", "service_unavailable_error",
-                        code="server_shutting_down")
+        return APIError(
+            503, "the server is shutting down", "service_unavailable_error", code="server_shutting_down"
+        )
     if isinstance(exc, ValueError):
         return from_value_error(exc, prompt_param)
     log.error("engine request failed: %r", exc)
@@ -143,8 +146,9 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def sse_stream(fmt, meta, gen: Generation, prompts: list[list[int]],
-                     include_usage: bool) -> AsyncIterator[bytes]:
+async def sse_stream(
+    fmt, meta, gen: Generation, prompts: list[list[int]], include_usage: bool
+) -> AsyncIterator[bytes]:
     """Chunks: the opening ones, then per finished block the text it made final (the last one of
     each choice with its finish_reason), the usage chunk if asked, then [DONE]."""
     exclude = None if include_usage else {"usage"}
@@ -156,7 +160,7 @@ async def sse_stream(fmt, meta, gen: Generation, prompts: list[list[int]],
         async for index, out in gen.outputs():
             before = sent.get(index, "")
             # Engine texts only grow: a block's text holds back partial UTF-8 and stop-string prefixes.
-            delta = out.text[len(before):]
+            delta = out.text[len(before) :]
             sent[index] = out.text
             if delta or out.finished:
                 finish = out.finish_reason if out.finished else None
@@ -183,8 +187,11 @@ class EventStreamResponse(StreamingResponse):
     client leaves before the body iterator ever starts."""
 
     def __init__(self, content: AsyncIterator[bytes], on_close):
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
         self._on_close = on_close
 
     async def __call__(self, scope, receive, send) -> None:

@@ -23,30 +23,53 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("dllm_requests", "HTTP requests by endpoint and status code",
-                                ["endpoint", "status"], registry=r)
+        self.requests = Counter(
+            "dllm_requests", "HTTP requests by endpoint and status code", ["endpoint", "status"], registry=r
+        )
         self.prompt_tokens = Counter("dllm_prompt_tokens", "prompt tokens of admitted requests", registry=r)
-        self.generation_tokens = Counter("dllm_generation_tokens", "tokens made final (streamed or returned)",
-                                         registry=r)
-        self.finished = Counter("dllm_request_finished", "engine requests by how they ended "
-                                "(stop, length, abort = client gone or timed out, error)",
-                                ["finish_reason"], registry=r)
-        self.forward_passes = Counter("dllm_forward_passes", "engine steps that ran a model forward",
-                                      registry=r)
-        self.reused_rows = Counter("dllm_reused_rows", "request steps served from the previous forward "
-                                   "(canvas unchanged, no row)", registry=r)
-        self.step_latency = Histogram("dllm_step_duration_seconds", "engine step latency (schedule, "
-                                      "execute, update)", buckets=STEP_BUCKETS, registry=r)
-        self.batch_rows = Histogram("dllm_batch_rows", "rows per forward pass", buckets=ROW_BUCKETS,
-                                    registry=r)
-        self.batch_tokens = Histogram("dllm_batch_tokens", "canvas positions per forward pass",
-                                      buckets=tuple(64 * 2**i for i in range(12)), registry=r)
+        self.generation_tokens = Counter(
+            "dllm_generation_tokens", "tokens made final (streamed or returned)", registry=r
+        )
+        self.finished = Counter(
+            "dllm_request_finished",
+            "engine requests by how they ended (stop, length, abort = client gone or timed out, error)",
+            ["finish_reason"],
+            registry=r,
+        )
+        self.forward_passes = Counter(
+            "dllm_forward_passes", "engine steps that ran a model forward", registry=r
+        )
+        self.reused_rows = Counter(
+            "dllm_reused_rows",
+            "request steps served from the previous forward (canvas unchanged, no row)",
+            registry=r,
+        )
+        self.step_latency = Histogram(
+            "dllm_step_duration_seconds",
+            "engine step latency (schedule, execute, update)",
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "dllm_batch_rows", "rows per forward pass", buckets=ROW_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "dllm_batch_tokens",
+            "canvas positions per forward pass",
+            buckets=tuple(64 * 2**i for i in range(12)),
+            registry=r,
+        )
         self.running = Gauge("dllm_num_requests_running", "engine requests denoising", registry=r)
         self.waiting = Gauge("dllm_num_requests_waiting", "engine requests queued", registry=r)
-        self.time_to_first_block = Histogram("dllm_time_to_first_block_seconds", "arrival to first "
-                                             "finished block", buckets=LATENCY_BUCKETS, registry=r)
-        self.e2e_latency = Histogram("dllm_e2e_request_latency_seconds", "arrival to last block",
-                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.time_to_first_block = Histogram(
+            "dllm_time_to_first_block_seconds",
+            "arrival to first finished block",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e_latency = Histogram(
+            "dllm_e2e_request_latency_seconds", "arrival to last block", buckets=LATENCY_BUCKETS, registry=r
+        )
 
     def bind(self, async_engine) -> None:
         """Read the engine's queue sizes at scrape time and listen to its steps."""

@@ -35,8 +35,12 @@ class ChatMessage(BaseModel):
             return value
         texts = []
         for part in value:
-            if (not isinstance(part, dict) or part.get("type") != "text"
-                    or not isinstance(part.get("text"), str) or set(part) != {"type", "text"}):
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+                or set(part) != {"type", "text"}
+            ):
                 raise ValueError('only text content parts ({"type": "text", "text": ...}) are supported')
             texts.append(part["text"])
         return "\n".join(texts)
@@ -77,8 +81,11 @@ class _GenerationRequest(BaseModel):
     def _stop_list(cls, value):
         if isinstance(value, str):
             value = [value]
-        if value is not None and (not isinstance(value, list) or len(value) > MAX_STOP
-                                  or not all(isinstance(s, str) and s for s in value)):
+        if value is not None and (
+            not isinstance(value, list)
+            or len(value) > MAX_STOP
+            or not all(isinstance(s, str) and s for s in value)
+        ):
             raise ValueError(f"stop must be a non-empty string or a list of at most {MAX_STOP} of them")
         return value
 
@@ -117,9 +124,12 @@ class ChatCompletionRequest(_GenerationRequest):
             if getattr(self, name) is not None:
                 return name, "tool and function calling are not supported"
         if self.response_format not in (None, {"type": "text"}):
-            return "response_format", "only response_format {\"type\": \"text\"} is supported"
-        if (self.max_tokens is not None and self.max_completion_tokens is not None
-                and self.max_tokens != self.max_completion_tokens):
+            return "response_format", 'only response_format {"type": "text"} is supported'
+        if (
+            self.max_tokens is not None
+            and self.max_completion_tokens is not None
+            and self.max_tokens != self.max_completion_tokens
+        ):
             return "max_tokens", "max_tokens and max_completion_tokens disagree; set one of them"
         return super().unsupported()
 
@@ -146,11 +156,16 @@ class CompletionRequest(_GenerationRequest):
             return [value]
         if is_ids(value):
             return [value]
-        if isinstance(value, list) and value and (all(isinstance(p, str) for p in value)
-                                                  or all(is_ids(p) for p in value)):
+        if (
+            isinstance(value, list)
+            and value
+            and (all(isinstance(p, str) for p in value) or all(is_ids(p) for p in value))
+        ):
             return value
-        raise ValueError("prompt must be a string, a non-empty list of strings, a non-empty list of "
-                         "token ids, or a list of non-empty token id lists")
+        raise ValueError(
+            "prompt must be a string, a non-empty list of strings, a non-empty list of "
+            "token ids, or a list of non-empty token id lists"
+        )
 
     def unsupported(self) -> tuple[str, str] | None:
         if self.echo:

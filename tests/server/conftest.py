@@ -38,5 +38,3 @@ def server(model_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def model_name(model_dir) -> str:
     return model_dir.resolve().name
-
-

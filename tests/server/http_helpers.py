@@ -36,8 +36,23 @@ class ServerProcess:
         env["PYTHONPATH"] = str(REPO)
         # Small models on a shared 2-core machine: one torch thread avoids oversubscription stalls.
         env.setdefault("OMP_NUM_THREADS", "1")
-        cmd = [sys.executable, "-m", "engine.cli", "serve", "--model", str(model_dir), "--host", "127.0.0.1",
-               "--port", str(self.port), "--api-key", API_KEY, "--log-level", "warning", *flags]
+        cmd = [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "serve",
+            "--model",
+            str(model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--api-key",
+            API_KEY,
+            "--log-level",
+            "warning",
+            *flags,
+        ]
         self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready()
@@ -70,8 +85,11 @@ class ServerProcess:
     def metrics(self) -> dict[tuple, float]:
         """{(sample name, sorted label items): value} from GET /metrics."""
         text = httpx.get(self.base_url + "/metrics", timeout=10).text
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
 
     def metric(self, name: str, **labels) -> float:
         return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)

@@ -26,8 +26,12 @@ def test_models(client, model_name):
 
 def test_chat_completion(client, model_name):
     resp = client.chat.completions.create(
-        model=model_name, messages=[{"role": "user", "content": "reverse abc"}],
-        max_tokens=8, temperature=0, extra_body=SMALL)
+        model=model_name,
+        messages=[{"role": "user", "content": "reverse abc"}],
+        max_tokens=8,
+        temperature=0,
+        extra_body=SMALL,
+    )
     assert resp.object == "chat.completion" and resp.id.startswith("chatcmpl-")
     assert resp.model == model_name and resp.created > 0
     [choice] = resp.choices
@@ -41,8 +45,11 @@ def test_chat_completion(client, model_name):
 
 def test_max_completion_tokens(client, model_name):
     resp = client.chat.completions.create(
-        model=model_name, messages=[{"role": "user", "content": "hi"}], max_completion_tokens=4,
-        extra_body={"steps": 4, "ignore_eos": True})
+        model=model_name,
+        messages=[{"role": "user", "content": "hi"}],
+        max_completion_tokens=4,
+        extra_body={"steps": 4, "ignore_eos": True},
+    )
     assert resp.usage.completion_tokens == 4 and resp.choices[0].finish_reason == "length"
 
 
@@ -51,22 +58,30 @@ def test_completion_prompt_forms(client, model_name):
     assert text.object == "text_completion" and text.id.startswith("cmpl-")
     assert len(text.choices) == 1 and text.choices[0].finish_reason in ("stop", "length")
 
-    many = client.completions.create(model=model_name, prompt=["sort 3 1 2", "add 1 2"], max_tokens=8,
-                                     extra_body=SMALL)
+    many = client.completions.create(
+        model=model_name, prompt=["sort 3 1 2", "add 1 2"], max_tokens=8, extra_body=SMALL
+    )
     assert [c.index for c in many.choices] == [0, 1]
     assert many.usage.prompt_tokens > text.usage.prompt_tokens
 
     ids = client.completions.create(model=model_name, prompt=[5, 6, 7, 8], max_tokens=8, extra_body=SMALL)
     assert ids.usage.prompt_tokens == 4
-    batch = client.completions.create(model=model_name, prompt=[[5, 6], [7, 8, 9]], max_tokens=8,
-                                      extra_body=SMALL)
+    batch = client.completions.create(
+        model=model_name, prompt=[[5, 6], [7, 8, 9]], max_tokens=8, extra_body=SMALL
+    )
     assert batch.usage.prompt_tokens == 5 and len(batch.choices) == 2
 
 
 @pytest.mark.parametrize("seed", [3, 11])
 def test_chat_stream_equals_non_stream(client, model_name, seed):
-    kwargs = dict(model=model_name, messages=[{"role": "user", "content": "copy hello world"}],
-                  max_tokens=12, temperature=1.0, seed=seed, extra_body=SMALL)
+    kwargs = dict(
+        model=model_name,
+        messages=[{"role": "user", "content": "copy hello world"}],
+        max_tokens=12,
+        temperature=1.0,
+        seed=seed,
+        extra_body=SMALL,
+    )
     full = client.chat.completions.create(**kwargs)
     stream = client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
@@ -84,8 +99,14 @@ def test_chat_stream_equals_non_stream(client, model_name, seed):
 
 
 def test_completion_stream_equals_non_stream(client, model_name):
-    kwargs = dict(model=model_name, prompt=["reverse abcde", "sort 9 8 7"], max_tokens=12, temperature=0.7,
-                  seed=5, extra_body=SMALL)
+    kwargs = dict(
+        model=model_name,
+        prompt=["reverse abcde", "sort 9 8 7"],
+        max_tokens=12,
+        temperature=0.7,
+        seed=5,
+        extra_body=SMALL,
+    )
     full = client.completions.create(**kwargs)
     texts, finishes = ["", ""], [None, None]
     for chunk in client.completions.create(**kwargs, stream=True):
@@ -124,10 +145,18 @@ def test_health_and_metrics_need_no_key(server):
     assert httpx.get(server.base_url + "/health").json() == {"status": "ok"}
     r = httpx.get(server.base_url + "/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    for name in ("dllm_requests_total", "dllm_prompt_tokens_total", "dllm_generation_tokens_total",
-                 "dllm_forward_passes_total", "dllm_step_duration_seconds_bucket", "dllm_batch_rows_bucket",
-                 "dllm_num_requests_running", "dllm_num_requests_waiting",
-                 "dllm_time_to_first_block_seconds_bucket", "dllm_e2e_request_latency_seconds_bucket"):
+    for name in (
+        "dllm_requests_total",
+        "dllm_prompt_tokens_total",
+        "dllm_generation_tokens_total",
+        "dllm_forward_passes_total",
+        "dllm_step_duration_seconds_bucket",
+        "dllm_batch_rows_bucket",
+        "dllm_num_requests_running",
+        "dllm_num_requests_waiting",
+        "dllm_time_to_first_block_seconds_bucket",
+        "dllm_e2e_request_latency_seconds_bucket",
+    ):
         assert name in r.text, name
 
 

@@ -19,11 +19,21 @@ def test_32_concurrent_clients(server, model_name):
         async def one(i):
             if i % 2:
                 return await client.chat.completions.create(
-                    model=model_name, messages=[{"role": "user", "content": f"add {i} {i}"}], max_tokens=8,
-                    seed=i, temperature=0.5, extra_body={"steps": 8, "block_length": 4})
+                    model=model_name,
+                    messages=[{"role": "user", "content": f"add {i} {i}"}],
+                    max_tokens=8,
+                    seed=i,
+                    temperature=0.5,
+                    extra_body={"steps": 8, "block_length": 4},
+                )
             stream = await client.completions.create(
-                model=model_name, prompt=f"sort {i} 3 1", max_tokens=8, stream=True, seed=i,
-                extra_body={"steps": 8, "block_length": 4})
+                model=model_name,
+                prompt=f"sort {i} 3 1",
+                max_tokens=8,
+                stream=True,
+                seed=i,
+                extra_body={"steps": 8, "block_length": 4},
+            )
             return [chunk async for chunk in stream]
 
         try:
@@ -50,10 +60,18 @@ def test_32_concurrent_clients(server, model_name):
 def test_disconnect_mid_stream_frees_the_slot(server, model_name, max_context):
     aborted_before = server.metric("dllm_request_finished_total", finish_reason="abort")
     n = min(256, max_context - 16)
-    body = {"model": model_name, "messages": [{"role": "user", "content": "hi"}], "stream": True,
-            "max_tokens": n, "steps": n, "block_length": 4, "ignore_eos": True}
-    with httpx.stream("POST", server.v1 + "/chat/completions", json=body, headers=server.headers,
-                      timeout=60) as r:
+    body = {
+        "model": model_name,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "max_tokens": n,
+        "steps": n,
+        "block_length": 4,
+        "ignore_eos": True,
+    }
+    with httpx.stream(
+        "POST", server.v1 + "/chat/completions", json=body, headers=server.headers, timeout=60
+    ) as r:
         assert r.status_code == 200
         events = 0
         for line in r.iter_lines():
@@ -96,8 +114,11 @@ def test_huge_prompt_does_not_stall_other_clients(server, model_name):
 
     big = {"model": model_name, "prompt": "hello world " * (3 * 2**20 // 12), "max_tokens": 4}
     result = {}
-    t = threading.Thread(target=lambda: result.update(
-        r=httpx.post(server.v1 + "/completions", json=big, headers=server.headers, timeout=120)))
+    t = threading.Thread(
+        target=lambda: result.update(
+            r=httpx.post(server.v1 + "/completions", json=big, headers=server.headers, timeout=120)
+        )
+    )
     t.start()
     time.sleep(0.3)
     latencies = []

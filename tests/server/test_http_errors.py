@@ -25,8 +25,13 @@ CASES = {
     "empty messages": ("chat", chat(messages=[]), 400, "messages", None),
     "messages not a list": ("chat", chat(messages="hi"), 400, "messages", "invalid_type"),
     "bad role": ("chat", chat(messages=[{"role": "robot", "content": "x"}]), 400, "messages.0.role", None),
-    "image part": ("chat", chat(messages=[{"role": "user", "content": [{"type": "image_url"}]}]), 400,
-                   "messages.0.content", None),
+    "image part": (
+        "chat",
+        chat(messages=[{"role": "user", "content": [{"type": "image_url"}]}]),
+        400,
+        "messages.0.content",
+        None,
+    ),
     "temperature string": ("chat", chat(temperature="hot"), 400, "temperature", "invalid_type"),
     "max_tokens string": ("chat", chat(max_tokens="4"), 400, "max_tokens", "invalid_type"),
     "max_tokens float": ("completions", completion(max_tokens=4.5), 400, "max_tokens", "invalid_type"),
@@ -37,22 +42,42 @@ CASES = {
     "more prompts than queue places": ("completions", completion(prompt=["a"] * 257), 400, "prompt", None),
     "negative temperature": ("chat", chat(temperature=-1), 400, "temperature", "invalid_value"),
     "max_tokens zero": ("chat", chat(max_tokens=0), 400, "max_tokens", "invalid_value"),
-    "max_completion_tokens zero": ("chat", chat(max_tokens=None, max_completion_tokens=0), 400,
-                                   "max_completion_tokens", "invalid_value"),
-    "steps below blocks": ("chat", chat(max_tokens=8, block_length=2, steps=2), 400, "steps",
-                           "invalid_value"),
+    "max_completion_tokens zero": (
+        "chat",
+        chat(max_tokens=None, max_completion_tokens=0),
+        400,
+        "max_completion_tokens",
+        "invalid_value",
+    ),
+    "steps below blocks": (
+        "chat",
+        chat(max_tokens=8, block_length=2, steps=2),
+        400,
+        "steps",
+        "invalid_value",
+    ),
     "bad remasking": ("chat", chat(remasking="sideways"), 400, "remasking", "invalid_value"),
     "threshold above 1": ("completions", completion(threshold=1.5), 400, "threshold", "invalid_value"),
     "seed too large": ("chat", chat(seed=2**70), 400, "seed", "invalid_value"),
     "token id out of vocab": ("completions", completion(prompt=[10**9]), 400, "prompt", None),
     "n = 2": ("chat", chat(n=2), 400, "n", "unsupported_parameter"),
     "logprobs": ("chat", chat(logprobs=True), 400, "logprobs", "unsupported_parameter"),
-    "tools": ("chat", chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools",
-              "unsupported_parameter"),
+    "tools": (
+        "chat",
+        chat(tools=[{"type": "function", "function": {"name": "f"}}]),
+        400,
+        "tools",
+        "unsupported_parameter",
+    ),
     "top_p": ("completions", completion(top_p=0.5), 400, "top_p", "unsupported_parameter"),
     "echo": ("completions", completion(echo=True), 400, "echo", "unsupported_parameter"),
-    "stream_options without stream": ("chat", chat(stream_options={"include_usage": True}), 400,
-                                      "stream_options", "unsupported_parameter"),
+    "stream_options without stream": (
+        "chat",
+        chat(stream_options={"include_usage": True}),
+        400,
+        "stream_options",
+        "unsupported_parameter",
+    ),
     "unknown field": ("chat", chat(temprature=0.5), 400, "temprature", "unknown_parameter"),
     "unknown model": ("chat", {**chat(), "model": "gpt-4"}, 404, "model", "model_not_found"),
 }
@@ -64,20 +89,29 @@ def test_bad_request(server, model_name, case):
     if body.get("model") == "MODEL":
         body = {**body, "model": model_name}
     body = {k: v for k, v in body.items() if v is not None}
-    r = httpx.post(f"{server.v1}/{'chat/completions' if endpoint == 'chat' else endpoint}", json=body,
-                   headers=server.headers, timeout=30)
+    r = httpx.post(
+        f"{server.v1}/{'chat/completions' if endpoint == 'chat' else endpoint}",
+        json=body,
+        headers=server.headers,
+        timeout=30,
+    )
     assert_error(r, status, param, code)
 
 
 def test_prompt_longer_than_context(server, model_name, max_context):
-    for body, param in (({"prompt": [5] * max_context}, "prompt"),
-                        ({"messages": [{"role": "user", "content": "hi " * max_context}]}, "messages")):
+    for body, param in (
+        ({"prompt": [5] * max_context}, "prompt"),
+        ({"messages": [{"role": "user", "content": "hi " * max_context}]}, "messages"),
+    ):
         url = server.v1 + ("/completions" if "prompt" in body else "/chat/completions")
         r = httpx.post(url, json={"model": model_name, "max_tokens": 4, **body}, headers=server.headers)
         assert_error(r, 400, param, "context_length_exceeded")
     # The prompt fits but the answer would not: same error.
-    r = httpx.post(server.v1 + "/completions", headers=server.headers,
-                   json={"model": model_name, "prompt": [5, 6], "max_tokens": max_context})
+    r = httpx.post(
+        server.v1 + "/completions",
+        headers=server.headers,
+        json={"model": model_name, "prompt": [5, 6], "max_tokens": max_context},
+    )
     assert_error(r, 400, "prompt", "context_length_exceeded")
 
 
@@ -94,14 +128,22 @@ def test_nan_is_rejected(server, model_name):
 
 
 def test_body_too_large(server, model_name):
-    r = httpx.post(server.v1 + "/completions", headers=server.headers,
-                   json={"model": model_name, "prompt": "x" * (5 * 2**20)})
+    r = httpx.post(
+        server.v1 + "/completions",
+        headers=server.headers,
+        json={"model": model_name, "prompt": "x" * (5 * 2**20)},
+    )
     assert_error(r, 413, code="request_too_large")
 
 
-@pytest.mark.parametrize("headers,code", [({}, "missing_api_key"),
-                                          ({"Authorization": "Bearer wrong"}, "invalid_api_key"),
-                                          ({"Authorization": "Basic dGVzdC1rZXk="}, "missing_api_key")])
+@pytest.mark.parametrize(
+    "headers,code",
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Bearer wrong"}, "invalid_api_key"),
+        ({"Authorization": "Basic dGVzdC1rZXk="}, "missing_api_key"),
+    ],
+)
 def test_api_key(server, model_name, headers, code):
     calls = (("POST", "/chat/completions", chat(model=model_name)), ("GET", "/models", None))
     for method, path, body in calls:
@@ -117,8 +159,12 @@ def test_unknown_route_and_method(server):
 
 def test_still_serving_after_errors(server, model_name):
     assert httpx.get(server.base_url + "/health").status_code == 200
-    r = httpx.post(server.v1 + "/completions", headers=server.headers, timeout=60,
-                   json={"model": model_name, "prompt": "hi", "max_tokens": 4, "steps": 4})
+    r = httpx.post(
+        server.v1 + "/completions",
+        headers=server.headers,
+        timeout=60,
+        json={"model": model_name, "prompt": "hi", "max_tokens": 4, "steps": 4},
+    )
     assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in ("stop", "length")
     assert server.metric("dllm_requests_total", endpoint="/v1/chat/completions", status="400") > 0
     assert server.metric("dllm_requests_total", endpoint="/v1/chat/completions", status="401") > 0

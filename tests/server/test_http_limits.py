@@ -13,8 +13,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 @pytest.fixture(scope="module")
 def small_server(model_dir, tmp_path_factory):
-    proc = ServerProcess(model_dir, tmp_path_factory.mktemp("small") / "server.log",
-                         "--max-num-seqs", "1", "--max-waiting", "3", "--request-timeout", "3")
+    proc = ServerProcess(
+        model_dir,
+        tmp_path_factory.mktemp("small") / "server.log",
+        "--max-num-seqs",
+        "1",
+        "--max-waiting",
+        "3",
+        "--request-timeout",
+        "3",
+    )
     yield proc
     proc.stop()
 
@@ -43,8 +51,9 @@ def test_queue_full_and_timeouts(small_server, model_name, max_context):
             async with c.stream("POST", "/completions", json={**long, "prompt": "hey", "stream": True}) as b:
                 assert b.status_code == 200
                 # C: no place left.
-                full = await c.post("/chat/completions", json={**long, "messages": [{"role": "user",
-                                                                                     "content": "x"}]})
+                full = await c.post(
+                    "/chat/completions", json={**long, "messages": [{"role": "user", "content": "x"}]}
+                )
                 events = [line async for line in b.aiter_lines() if line.startswith("data: ")]
             return await a, full, events
 
@@ -61,6 +70,10 @@ def test_queue_full_and_timeouts(small_server, model_name, max_context):
     assert s.metric("dllm_requests_total", endpoint="/v1/chat/completions", status="429") == 1
 
     # The server serves normally afterwards.
-    r = httpx.post(s.v1 + "/completions", headers=s.headers, timeout=60,
-                   json={"model": model_name, "prompt": "hi", "max_tokens": 4, "steps": 4})
+    r = httpx.post(
+        s.v1 + "/completions",
+        headers=s.headers,
+        timeout=60,
+        json={"model": model_name, "prompt": "hi", "max_tokens": 4, "steps": 4},
+    )
     assert r.status_code == 200, r.text

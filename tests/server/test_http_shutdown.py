@@ -19,13 +19,26 @@ def test_sigterm_drains_then_aborts(model_dir, model_name, max_context, tmp_path
     s = ServerProcess(model_dir, tmp_path / "server.log", "--max-num-seqs", "1", "--drain-timeout", "4")
     try:
         n = min(480, max_context - 16)
-        short = {"model": model_name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
-                 "steps": 4, "stream": True}
-        long = {"model": model_name, "prompt": ["hi"] * 6, "max_tokens": n, "steps": n, "ignore_eos": True,
-                "stream": True}
+        short = {
+            "model": model_name,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4,
+            "steps": 4,
+            "stream": True,
+        }
+        long = {
+            "model": model_name,
+            "prompt": ["hi"] * 6,
+            "max_tokens": n,
+            "steps": n,
+            "ignore_eos": True,
+            "stream": True,
+        }
         with httpx.Client(base_url=s.v1, headers=s.headers, timeout=60) as c:
-            with c.stream("POST", "/chat/completions", json=short) as first, \
-                    c.stream("POST", "/completions", json=long) as second:
+            with (
+                c.stream("POST", "/chat/completions", json=short) as first,
+                c.stream("POST", "/completions", json=long) as second,
+            ):
                 assert first.status_code == second.status_code == 200
                 s.signal(signal.SIGTERM)
                 time.sleep(0.5)

@@ -18,8 +18,14 @@ from server.protocol import ChatCompletionRequest, CompletionRequest
 def serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DLLM_")}
     full_env.update(PYTHONPATH=str(REPO), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "engine.cli", "serve", *args], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", "serve", *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_missing_model_is_a_one_line_error(tmp_path):
@@ -34,15 +40,29 @@ def test_bad_environment_value_reads_like_a_bad_flag():
 
 
 def test_environment_gives_the_defaults(monkeypatch):
-    env = {"DLLM_MODEL": "/m", "DLLM_HOST": "0.0.0.0", "DLLM_PORT": "9000", "DLLM_API_KEY": "k",
-           "DLLM_SERVED_MODEL_NAME": "name", "DLLM_MAX_NUM_SEQS": "7", "DLLM_MAX_WAITING": "9"}
+    env = {
+        "DLLM_MODEL": "/m",
+        "DLLM_HOST": "0.0.0.0",
+        "DLLM_PORT": "9000",
+        "DLLM_API_KEY": "k",
+        "DLLM_SERVED_MODEL_NAME": "name",
+        "DLLM_MAX_NUM_SEQS": "7",
+        "DLLM_MAX_WAITING": "9",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args([])
-    assert (args.model, args.host, args.port, args.api_key, args.served_model_name, args.max_num_seqs,
-            args.max_waiting) == ("/m", "0.0.0.0", 9000, "k", "name", 7, 9)
+    assert (
+        args.model,
+        args.host,
+        args.port,
+        args.api_key,
+        args.served_model_name,
+        args.max_num_seqs,
+        args.max_waiting,
+    ) == ("/m", "0.0.0.0", 9000, "k", "name", 7, 9)
     assert parser.parse_args(["--port", "1234"]).port == 1234  # flags win
 
 
