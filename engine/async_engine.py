@@ -135,16 +135,19 @@ class AsyncEngine:
                 _, rid, ids, params, prompt = msg
                 try:
                     self.engine.add_request(rid, ids, params, prompt=prompt)
-                except ValueError as exc:
+                except Exception as exc:  # the request fails alone; the loop keeps serving
                     self._deliver(rid, exc)
             else:
                 self.engine.abort(msg[1])
 
+    def _count(self) -> None:
+        sched = self.engine.scheduler
+        self.num_running, self.num_waiting = len(sched.running), len(sched.waiting)
+
     def _loop(self) -> None:
         while not self._stopping:
             self._drain_inbox()
-            sched = self.engine.scheduler
-            self.num_running, self.num_waiting = len(sched.running), len(sched.waiting)
+            self._count()
             if not self.engine.has_unfinished():
                 self._wake.wait(timeout=0.5)
                 self._wake.clear()
@@ -155,6 +158,7 @@ class AsyncEngine:
                 log.exception("engine step failed; aborting the requests in it")
                 self._fail_all(RuntimeError(f"engine step failed: {exc}"))
                 continue
+            self._count()  # after schedule(): admitted requests no longer count as waiting
             for out in outputs:
                 self._deliver(out.request_id, out)
         self._fail_all(EngineDeadError("the server is shutting down"))

@@ -66,17 +66,23 @@ class Engine:
         resolved = (params or SamplingParams()).resolve(self.default_params)
         if not prompt_ids:
             raise ValueError("the prompt is empty")
-        vocab = self.model_config.embedding_size
-        if any((not isinstance(t, int)) or t < 0 or t >= vocab for t in prompt_ids):
-            raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
-        if self.model_config.mask_token_id in prompt_ids:
-            raise ValueError("the prompt contains the mask token id")
         total = len(prompt_ids) + resolved.max_tokens
         if total > self.max_model_len:
             raise ValueError(
                 f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({resolved.max_tokens}) is "
                 f"{total}, more than the model's context of {self.max_model_len} tokens"
             )
+        rows = 2 if resolved.cfg_scale > 0 else 1
+        if rows * total > self.config.max_num_batched_tokens:
+            raise ValueError(
+                f"the request needs {rows * total} positions per step ({rows} row(s) of {total}), "
+                f"more than max_num_batched_tokens ({self.config.max_num_batched_tokens})"
+            )
+        vocab = self.model_config.embedding_size
+        if any((not isinstance(t, int)) or t < 0 or t >= vocab for t in prompt_ids):
+            raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
+        if self.model_config.mask_token_id in prompt_ids:
+            raise ValueError("the prompt contains the mask token id")
         return resolved
 
     def add_request(

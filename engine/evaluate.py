@@ -27,6 +27,11 @@ MODES = {
 }
 
 
+def main_modes() -> list[str]:
+    """Mode names in report order; the first is the exact reference mode."""
+    return list(MODES)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser)
     parser.add_argument("--num-prompts", type=int, default=100, help="held-out prompts per task")

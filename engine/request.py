@@ -63,7 +63,7 @@ class Request:
         self.generator: torch.Generator | None = None  # set by the runner on its device
         self.final_len = gen  # generated length that counts (cut at EOS/EoT/stop)
         self.finished_text: str | None = None
-        self.schedule = self._block_schedule()
+        self._plan = self._block_plan()
 
     # -- geometry ---------------------------------------------------------------------------
     @property
@@ -81,15 +81,27 @@ class Request:
         start, end = self.block_bounds()
         return (self.canvas[start:end] == self.mask_id).nonzero().flatten() + start
 
-    def _block_schedule(self) -> list[int]:
+    def _block_plan(self) -> tuple[int, int]:
+        """(tokens, steps) of the active block."""
         start, end = self.block_bounds()
-        n, s = end - start, self.params.steps_for_block(self.block)
-        base, extra = divmod(n, s)
-        return [base + (1 if i < extra else 0) for i in range(s)]
+        return max(end - start, 0), self.params.steps_for_block(self.block)
+
+    @property
+    def block_steps(self) -> int:
+        return self._plan[1]
+
+    def commits_at(self, step: int) -> int:
+        """Tokens the exact schedule commits at `step` of the active block (computed, not stored:
+        steps may be many)."""
+        n, steps = self._plan
+        if step >= steps:
+            return 0
+        base, extra = divmod(n, steps)
+        return base + (1 if step < extra else 0)
 
     def num_to_commit(self) -> int:
         """Tokens the exact schedule commits at this step."""
-        return self.schedule[self.step_in_block] if self.step_in_block < len(self.schedule) else 0
+        return self.commits_at(self.step_in_block)
 
     # -- state changes ------------------------------------------------------------------------
     def commit(self, positions: torch.Tensor, tokens: torch.Tensor) -> None:
@@ -106,7 +118,7 @@ class Request:
     def advance_block(self) -> None:
         self.block += 1
         self.step_in_block = 0
-        self.schedule = self._block_schedule()
+        self._plan = self._block_plan()
 
     def generated_ids(self) -> list[int]:
         """Committed ids of the finished blocks, up to the cut."""

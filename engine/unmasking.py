@@ -43,7 +43,7 @@ class ContinuousPolicy:
     steps most reveal nothing, and those steps reuse the previous forward."""
 
     def select(self, confidence: torch.Tensor, request) -> torch.Tensor:
-        steps = len(request.schedule)
+        steps = request.block_steps
         t = 1.0 - request.step_in_block / steps
         reveal_p = 1.0 - max(t - 1.0 / steps, 0.0) / t
         u = torch.rand(confidence.shape, device=confidence.device, generator=request.generator)
@@ -63,8 +63,8 @@ def may_commit_nothing(request) -> bool:
     reuse by the next step (exact: the network has no time input)."""
     mode = request.params.mode
     if mode == "continuous":
-        return request.step_in_block + 1 < len(request.schedule)
+        return request.step_in_block + 1 < request.block_steps
     if mode != "schedule":
         return False
     nxt = request.step_in_block + 1
-    return nxt < len(request.schedule) and request.schedule[nxt] == 0
+    return nxt < request.block_steps and request.commits_at(nxt) == 0

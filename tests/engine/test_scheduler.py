@@ -56,9 +56,9 @@ def test_request_status_is_ordered():
 
 def test_block_schedule_spreads_the_remainder_first():
     req = make("a", max_tokens=10, steps=4, block_length=10)
-    assert req.schedule == [3, 3, 2, 2]
+    assert [req.commits_at(i) for i in range(req.block_steps)] == [3, 3, 2, 2]
     short = make("b", max_tokens=10, steps=4, block_length=4)  # blocks 4, 4, 2; steps 2, 1, 1
-    assert short.schedule == [2, 2]
+    assert [short.commits_at(i) for i in range(short.block_steps)] == [2, 2]
     assert [short.params.steps_for_block(b) for b in range(3)] == [2, 1, 1]
 
 
