@@ -103,3 +103,25 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def add_bandwidth_rows(report: Report, impls: dict, args: tuple, num_bytes: float, **labels) -> None:
+    """Time each implementation on `args` and add a bandwidth row for it (labels first).
+
+    One failing implementation is reported and skipped, so the other rows are kept.
+    """
+    for name, fn in impls.items():
+        try:
+            ms = bench_ms(functools.partial(fn, *args))
+        except Exception as exc:
+            print(f"  {name} {labels} failed: {type(exc).__name__}: {exc}")
+            continue
+        bw = tbps(num_bytes, ms)
+        report.add(
+            **labels,
+            impl=name,
+            ms=ms,
+            **{"TB/s": bw},
+            frac_measured_copy=bw / report.copy_tbps,
+            frac_h200_copy=bw / H200_COPY_TBPS,
+        )

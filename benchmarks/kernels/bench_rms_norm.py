@@ -1,10 +1,9 @@
 """RMSNorm (+ residual add) at LLaDA-8B width 4096, bf16: Triton vs torch eager vs torch.compile."""
 
-import functools
 import os
 
 import torch
-from _common import H200_COPY_TBPS, Report, bench_ms, tbps
+from _common import Report, add_bandwidth_rows
 
 from kernels.rms_norm import rms_norm, rms_norm_ref
 
@@ -27,21 +26,7 @@ def main() -> None:
         impls = {"triton": rms_norm, "torch_eager": rms_norm_ref}
         if compiled is not None:
             impls["torch_compile"] = compiled
-        for name, fn in impls.items():
-            try:
-                ms = bench_ms(functools.partial(fn, x, w, 1e-5, res))
-            except Exception as exc:  # keep the other rows: one failing impl is reported, not fatal
-                print(f"  {name} rows={rows} failed: {type(exc).__name__}: {exc}")
-                continue
-            bw = tbps(num_bytes, ms)
-            report.add(
-                rows=rows,
-                impl=name,
-                ms=ms,
-                **{"TB/s": bw},
-                frac_measured_copy=bw / report.copy_tbps,
-                frac_h200_copy=bw / H200_COPY_TBPS,
-            )
+        add_bandwidth_rows(report, impls, (x, w, 1e-5, res), num_bytes, rows=rows)
     report.save()
 
 

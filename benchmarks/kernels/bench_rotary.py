@@ -1,9 +1,7 @@
 """Rotary embedding on [N, 32, 128] bf16 (LLaDA-8B q or k): Triton vs torch eager."""
 
-import functools
-
 import torch
-from _common import H200_COPY_TBPS, Report, bench_ms, tbps
+from _common import Report, add_bandwidth_rows
 
 from kernels.rotary import rotary, rotary_ref
 
@@ -17,21 +15,13 @@ def main() -> None:
         x = torch.randn(tokens, 32, 128, device="cuda", dtype=torch.bfloat16)
         pos = torch.randint(0, 8192, (tokens,), device="cuda")
         num_bytes = 2 * x.numel() * 2 + tokens * 128 * 4  # x in and out; a cos and a sin row per token
-        for name, fn in {"triton": rotary, "torch_eager": rotary_ref}.items():
-            try:
-                ms = bench_ms(functools.partial(fn, x, pos, cos, sin))
-            except Exception as exc:
-                print(f"  {name} tokens={tokens} failed: {type(exc).__name__}: {exc}")
-                continue
-            bw = tbps(num_bytes, ms)
-            report.add(
-                tokens=tokens,
-                impl=name,
-                ms=ms,
-                **{"TB/s": bw},
-                frac_measured_copy=bw / report.copy_tbps,
-                frac_h200_copy=bw / H200_COPY_TBPS,
-            )
+        add_bandwidth_rows(
+            report,
+            {"triton": rotary, "torch_eager": rotary_ref},
+            (x, pos, cos, sin),
+            num_bytes,
+            tokens=tokens,
+        )
     report.save()
 
 

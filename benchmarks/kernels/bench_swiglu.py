@@ -1,10 +1,9 @@
 """SwiGLU at LLaDA-8B MLP width 12288, bf16: Triton vs torch eager vs torch.compile."""
 
-import functools
 import os
 
 import torch
-from _common import H200_COPY_TBPS, Report, bench_ms, tbps
+from _common import Report, add_bandwidth_rows
 
 from kernels.swiglu import swiglu, swiglu_ref
 
@@ -23,21 +22,7 @@ def main() -> None:
         impls = {"triton": swiglu, "torch_eager": swiglu_ref}
         if compiled is not None:
             impls["torch_compile"] = compiled
-        for name, fn in impls.items():
-            try:
-                ms = bench_ms(functools.partial(fn, gate, up))
-            except Exception as exc:
-                print(f"  {name} rows={rows} failed: {type(exc).__name__}: {exc}")
-                continue
-            bw = tbps(num_bytes, ms)
-            report.add(
-                rows=rows,
-                impl=name,
-                ms=ms,
-                **{"TB/s": bw},
-                frac_measured_copy=bw / report.copy_tbps,
-                frac_h200_copy=bw / H200_COPY_TBPS,
-            )
+        add_bandwidth_rows(report, impls, (gate, up), num_bytes, rows=rows)
     report.save()
 
 
