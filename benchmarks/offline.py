@@ -27,33 +27,20 @@ from engine import LLM, SamplingParams  # noqa: E402
 
 
 def tiny_model(out_dir: Path) -> Path:
-    from models.checkpoint_writer import (
-        SPECIAL_TOKENS,
-        build_tokenizer,
-        llada_config_dict,
-        save_llada_checkpoint,
-    )
-    from models.config import LLaDAConfig
-    from models.llada import LLaDAModel
+    from models.checkpoint_writer import write_random_checkpoint
 
-    tok = build_tokenizer(["the quick brown fox jumps over the lazy dog 0123456789"] * 50, 512)
-    ids = tok.convert_tokens_to_ids(SPECIAL_TOKENS)
-    cfg = llada_config_dict(
+    corpus = ["the quick brown fox jumps over the lazy dog 0123456789"] * 50
+    return write_random_checkpoint(
+        out_dir,
+        corpus,
+        512,
         d_model=256,
         n_heads=8,
         n_kv_heads=8,
         n_layers=4,
         mlp_hidden_size=768,
-        vocab_size=len(tok),
-        mask_token_id=ids[2],
-        eos_token_id=ids[1],
         max_sequence_length=1024,
     )
-    torch.manual_seed(0)
-    model = LLaDAModel(LLaDAConfig.from_dict(cfg))
-    save_llada_checkpoint(model.state_dict(), cfg, out_dir)
-    tok.save_pretrained(str(out_dir))
-    return out_dir
 
 
 LLADA_8B = dict(

@@ -162,3 +162,37 @@ def build_tokenizer(corpus: list[str], vocab_size: int, model_max_length: int = 
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+def write_random_checkpoint(
+    out_dir: str | Path,
+    corpus: list[str],
+    tokenizer_vocab_size: int,
+    *,
+    seed: int = 0,
+    std: float = 0.02,
+    num_shards: int = 3,
+    generation_config: dict | None = None,
+    **sizes,
+) -> Path:
+    """A random-weight LLaDA-layout checkpoint with a tokenizer trained on `corpus` (tests, benchmarks).
+
+    `sizes`: d_model, n_heads, n_kv_heads, n_layers, mlp_hidden_size, max_sequence_length. Weights are
+    N(0, std^2) from a generator seeded with `seed`.
+    """
+    from models.config import LLaDAConfig
+    from models.llada import LLaDAModel
+
+    tok = build_tokenizer(corpus, tokenizer_vocab_size)
+    ids = tok.convert_tokens_to_ids(SPECIAL_TOKENS)
+    cfg = llada_config_dict(vocab_size=len(tok), mask_token_id=ids[2], eos_token_id=ids[1], **sizes)
+    gen = torch.Generator().manual_seed(seed)
+    model = LLaDAModel(LLaDAConfig.from_dict(cfg))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    save_llada_checkpoint(
+        model.state_dict(), cfg, out_dir, num_shards=num_shards, generation_config=generation_config
+    )
+    tok.save_pretrained(str(out_dir))
+    return Path(out_dir)

@@ -13,14 +13,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from models.checkpoint_writer import (  # noqa: E402
-    SPECIAL_TOKENS,
-    build_tokenizer,
-    llada_config_dict,
-    save_llada_checkpoint,
-)
-from models.config import LLaDAConfig  # noqa: E402
-from models.llada import LLaDAModel  # noqa: E402
+from models.checkpoint_writer import write_random_checkpoint
 
 CORPUS = [
     "The sky is blue because air scatters short wavelengths of sunlight.",
@@ -29,37 +22,22 @@ CORPUS = [
 ] * 20
 
 
-def write_tiny_checkpoint(
-    out_dir,
-    *,
-    seed: int = 0,
-    n_kv_heads: int = 2,
-    std: float = 0.3,
-    vocab_size: int = 320,
-    generation_config: dict | None = None,
-):
-    """A random LLaDA-layout checkpoint with a local tokenizer; returns the directory."""
-    tok = build_tokenizer(CORPUS, vocab_size)
-    ids = tok.convert_tokens_to_ids(SPECIAL_TOKENS)
-    cfg = llada_config_dict(
+def write_tiny_checkpoint(out_dir, *, seed: int = 0, generation_config: dict | None = None):
+    """A random LLaDA-layout checkpoint (GQA: 4 heads, 2 kv heads) with a local tokenizer."""
+    return write_random_checkpoint(
+        out_dir,
+        CORPUS,
+        320,
+        seed=seed,
+        std=0.3,
+        generation_config=generation_config,
         d_model=64,
         n_heads=4,
-        n_kv_heads=n_kv_heads,
+        n_kv_heads=2,
         n_layers=2,
         mlp_hidden_size=96,
-        vocab_size=len(tok),
-        mask_token_id=ids[2],
-        eos_token_id=ids[1],
         max_sequence_length=512,
     )
-    gen = torch.Generator().manual_seed(seed)
-    model = LLaDAModel(LLaDAConfig.from_dict(cfg))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * std)
-    save_llada_checkpoint(model.state_dict(), cfg, out_dir, num_shards=3, generation_config=generation_config)
-    tok.save_pretrained(str(out_dir))
-    return out_dir
 
 
 @pytest.fixture(scope="session")
