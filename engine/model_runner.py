@@ -42,7 +42,8 @@ class ModelRunner:
             if req.request_id in logits:
                 req_logits = logits[req.request_id]
                 req.num_forward_passes += 1
-                req.cache = (req.canvas_version, req_logits) if may_commit_nothing(req) else None
+                # A copy: a view would keep the whole batch's logits alive until the request moves on.
+                req.cache = (req.canvas_version, req_logits.clone()) if may_commit_nothing(req) else None
             else:
                 req_logits = req.cache[1]
             commits[req.request_id] = self._choose(req, req_logits, positions[req.request_id])
