@@ -48,9 +48,9 @@ def attention_ref(
         # Equal-length sequences (training batches, uniform canvases): one batched call.
         b, t = lengths_q.numel(), int(lengths_q[0])
         qb = q.view(b, t, *q.shape[1:]).transpose(1, 2)  # [B, H, T, D]
-        kb = k.view(b, t, *k.shape[1:]).transpose(1, 2).repeat_interleave(group, dim=1)
-        vb = v.view(b, t, *v.shape[1:]).transpose(1, 2).repeat_interleave(group, dim=1)
-        ob = F.scaled_dot_product_attention(qb, kb, vb, is_causal=False, scale=scale)
+        kb = k.view(b, t, *k.shape[1:]).transpose(1, 2)
+        vb = v.view(b, t, *v.shape[1:]).transpose(1, 2)
+        ob = F.scaled_dot_product_attention(qb, kb, vb, is_causal=False, scale=scale, enable_gqa=group > 1)
         return ob.transpose(1, 2).reshape(q.shape)
     out = torch.empty_like(q)
     bounds_q = cu_seqlens_q.tolist()
@@ -60,9 +60,9 @@ def attention_ref(
         if qe == qs:
             continue
         qb = q[qs:qe].transpose(0, 1)  # [H, T, D]
-        kb = k[ks:ke].transpose(0, 1).repeat_interleave(group, dim=0)
-        vb = v[ks:ke].transpose(0, 1).repeat_interleave(group, dim=0)
-        ob = F.scaled_dot_product_attention(qb, kb, vb, is_causal=False, scale=scale)
+        kb = k[ks:ke].transpose(0, 1)
+        vb = v[ks:ke].transpose(0, 1)
+        ob = F.scaled_dot_product_attention(qb, kb, vb, is_causal=False, scale=scale, enable_gqa=group > 1)
         out[qs:qe] = ob.transpose(0, 1)
     return out
 
