@@ -21,6 +21,7 @@ from models.demo_tasks import TASKS, heldout_examples, is_correct
 MODES = {
     "exact": {},
     "exact-half-steps": {"steps": "half"},
+    "exact-block-8": {"block_length": 8},  # semi-AR blocks: early stop skips blocks after EOS
     "continuous": {"sampler": "continuous"},
     "threshold-0.9": {"threshold": 0.9},
     "factor-1.0": {"factor": 1.0},
