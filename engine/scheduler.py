@@ -87,7 +87,8 @@ class Scheduler:
 
     def _close_block(self, req: Request) -> None:
         start, end = req.block_bounds()
-        stopped = req.final_len < req.params.max_tokens  # an earlier block already stopped it
+        # An earlier block already stopped it (EOS/EoT or a stop string).
+        stopped = req.final_len < req.params.max_tokens or req.finished_text is not None
         if not stopped and not req.params.ignore_eos:
             block = req.canvas[start:end]
             hits = torch.isin(block, self.stop_token_ids).nonzero()

@@ -156,3 +156,11 @@ def test_streamable_holds_back_partial_stop_and_broken_utf8():
     assert streamable("abc\ufffd", []) == "abc"
     assert streamable("abc", ["x"]) == "abc"
     assert find_stop("a STOP b stop", ["stop", "STOP"]) == 2
+
+
+def test_stop_string_without_early_stop_still_reports_stop():
+    sched = Scheduler(max_num_seqs=4, max_num_batched_tokens=1000, stop_token_ids=(EOS,), detokenize=detok)
+    sched.add(make("a", max_tokens=8, steps=8, block_length=4, stop=["wx"], early_stop=False))
+    outs = run(sched, lambda r, p: 20 + p - r.prompt_len)  # text "uvwxyzab", stop in block 1
+    assert [o.finished for o in outs] == [False, True]  # every block runs
+    assert outs[-1].text == "uv" and outs[-1].finish_reason == "stop"
