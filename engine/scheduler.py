@@ -105,7 +105,7 @@ class Scheduler:
         if stopped and (req.params.early_stop or last):
             req.status = RequestStatus.FINISHED_STOPPED
         elif last:
-            req.status = RequestStatus.FINISHED_STOPPED if stopped else RequestStatus.FINISHED_LENGTH
+            req.status = RequestStatus.FINISHED_LENGTH
         if req.is_finished:
             if req.final_len < req.params.max_tokens and req.params.early_stop:
                 # Every later position is EOS: the blocks after the stop are not run.
