@@ -72,12 +72,7 @@ class Engine:
                 f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({resolved.max_tokens}) is "
                 f"{total}, more than the model's context of {self.max_model_len} tokens"
             )
-        rows = 2 if resolved.cfg_scale > 0 else 1
-        if rows * total > self.config.max_num_batched_tokens:
-            raise ValueError(
-                f"the request needs {rows * total} positions per step ({rows} row(s) of {total}), "
-                f"more than max_num_batched_tokens ({self.config.max_num_batched_tokens})"
-            )
+        self.scheduler.check_fits(len(prompt_ids), resolved)
         vocab = self.model_config.embedding_size
         if any((not isinstance(t, int)) or t < 0 or t >= vocab for t in prompt_ids):
             raise ValueError(f"prompt token ids must be integers in [0, {vocab})")

@@ -16,6 +16,7 @@ import torch
 from engine.detokenize import find_stop, streamable
 from engine.outputs import RequestOutput, SchedulerOutput, StepOutput
 from engine.request import Request, RequestStatus
+from engine.sampling_params import SamplingParams
 
 
 class Scheduler:
@@ -33,13 +34,18 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
 
-    def add(self, request: Request) -> None:
-        cost = _cost(request)
+    def check_fits(self, prompt_len: int, params: SamplingParams) -> None:
+        """ValueError when one such request alone would exceed the per-step position budget."""
+        cost = positions_per_step(prompt_len, params)
         if cost > self.max_num_batched_tokens:
+            rows = 2 if params.cfg_scale > 0 else 1
             raise ValueError(
-                f"request needs {cost} positions per step, more than max_num_batched_tokens "
-                f"({self.max_num_batched_tokens})"
+                f"the request needs {cost} positions per step ({rows} row(s) of prompt + max_tokens), "
+                f"more than max_num_batched_tokens ({self.max_num_batched_tokens})"
             )
+
+    def add(self, request: Request) -> None:
+        self.check_fits(request.prompt_len, request.params)
         self.waiting.append(request)
 
     def abort(self, request_id: str) -> RequestOutput | None:
@@ -136,6 +142,11 @@ class Scheduler:
         )
 
 
+def positions_per_step(prompt_len: int, params: SamplingParams) -> int:
+    """Canvas positions a request puts in every forward: prompt + max_tokens, twice under CFG."""
+    rows = 2 if params.cfg_scale > 0 else 1
+    return rows * (prompt_len + params.max_tokens)
+
+
 def _cost(req: Request) -> int:
-    rows = 2 if req.params.cfg_scale > 0 else 1
-    return rows * len(req.canvas)
+    return positions_per_step(req.prompt_len, req.params)

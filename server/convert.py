@@ -90,20 +90,11 @@ def check_request(
         resolved = [engine.validate(ids, params) for ids in prompts]
     except ValueError as exc:
         raise from_value_error(exc, prompt_param, max_tokens_param) from None
-    for ids, r in zip(prompts, resolved, strict=True):
-        # Each zero-commit step costs a step: bound them like the canvas (Request builds a list of steps).
+    for r in resolved:
+        # Each zero-commit step costs an engine step: bound the step count like the canvas.
         if r.steps > core.max_model_len:
             raise invalid_request(
                 f"steps must be at most {core.max_model_len}; got {r.steps}", "steps", "invalid_value"
-            )
-        # Mirrors Scheduler.add, which would otherwise refuse the request on the engine thread.
-        cost = (2 if r.cfg_scale > 0 else 1) * (len(ids) + r.max_tokens)
-        if cost > core.config.max_num_batched_tokens:
-            raise invalid_request(
-                f"request needs {cost} positions per step (prompt + max_tokens, twice with cfg_scale), "
-                f"more than this server's max_num_batched_tokens ({core.config.max_num_batched_tokens})",
-                prompt_param,
-                "context_length_exceeded",
             )
 
 

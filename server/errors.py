@@ -67,7 +67,7 @@ def from_validation_error(exc: ValidationError) -> APIError:
 def from_value_error(exc: ValueError, prompt_param: str, max_tokens_param: str = "max_tokens") -> APIError:
     """A SamplingParams or Engine.validate message -> 400 naming the field it is about."""
     msg = str(exc)
-    if "context" in msg and msg.startswith("prompt"):
+    if ("context" in msg and msg.startswith("prompt")) or "max_num_batched_tokens" in msg:
         return invalid_request(msg, prompt_param, "context_length_exceeded")
     first = msg.split(" ", 1)[0]
     if first == "max_tokens":
