@@ -10,14 +10,18 @@ Kernel (`attention`): FlashAttention-2 style forward (Dao 2023): each program ow
 one sequence and one q head, streams that sequence's keys in BLOCK_N tiles with an online softmax
 (exp2, scale folded with log2 e), accumulates P @ V in fp32 and divides once at the end. P is rounded
 to v's dtype before the P @ V product, as flash kernels do. The launch needs no host sync: the grid is
-(cdiv(Nq, BLOCK_M) + B, H), an upper bound on the number of query blocks, and each program finds its
-(sequence, query block) from a prefix sum of per-sequence block counts computed in the kernel; the
-spare programs find empty ranges and store nothing.
+(cdiv(Nq, BLOCK_M) + B, H, NUM_SPLITS), an upper bound on the number of query blocks, and each
+program finds its (sequence, query block) from a prefix sum of per-sequence block counts computed in
+the kernel; the spare programs find empty ranges and store nothing.
+Split keys (flash-decoding): a 32-query block of a single sequence gives only n_heads programs, far
+fewer than the GPU has SMs, so when few programs would run and the key ranges are long
+(`choose_num_splits`, from shapes only), each (query block, head) is also split over the key range into
+NUM_SPLITS programs that write unnormalised fp32 partial sums with their running max and denominator;
+`_combine_splits_kernel` rescales and merges them per (row, head).
 Limits: B <= 4096 sequences; head_dim <= 256 (padded to a power of two); q, k, v of one dtype
 (fp32, fp16, bf16) with unit stride along head_dim; fp32 inputs use IEEE fp32 dots, not TF32. A
 sequence with queries and no keys gets zeros (the reference gives NaN). GQA programs re-read their kv
-head once per q head (served by L2); no split over keys, so B * H small and very long key ranges use
-the GPU only partly.
+head once per q head (served by L2).
 """
 
 from __future__ import annotations
@@ -72,10 +76,12 @@ def _attention_kernel(
     Q,  # [Nq, H, D]
     K,  # [Nk, Hkv, D]
     V,  # [Nk, Hkv, D]
-    OUT,  # [Nq, H, D] contiguous
+    OUT,  # [Nq, H, D] contiguous; with splits: fp32 partial sums [S, Nq, H, D]
+    ML,  # with splits: fp32 [S, Nq, H, 2] running max (log2 domain) and denominator; else unused
     CU_Q,  # [B + 1] int32
     CU_K,  # [B + 1] int32
     NUM_SEQS,
+    NUM_ROWS,  # Nq
     HEAD_DIM,
     QK_SCALE,  # softmax scale * log2(e)
     STRIDE_QN,
@@ -92,9 +98,11 @@ def _attention_kernel(
     BLOCK_B: tl.constexpr,  # >= NUM_SEQS, power of two
     UPCAST: tl.constexpr,  # interpreter: compute in fp32 (bf16 arithmetic is not emulated)
     DOT_PRECISION: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,  # key ranges split across this many programs (1: normalise and store)
 ):
     pid = tl.program_id(0)
     head = tl.program_id(1)
+    split = tl.program_id(2)
     # Which (sequence, query block) is this program? Blocks are numbered sequence by sequence.
     seq_ids = tl.arange(0, BLOCK_B)
     seq_valid = seq_ids < NUM_SEQS
@@ -110,6 +118,10 @@ def _attention_kernel(
     block = pid - tl.sum(tl.where(pick, blocks_end - num_blocks, 0), 0)
     k_start = tl.load(CU_K + seq, mask=is_real, other=0)
     k_end = tl.load(CU_K + seq + 1, mask=is_real, other=0)
+    if NUM_SPLITS > 1:  # this program takes one BLOCK_N-aligned share of the sequence's keys
+        share = tl.cdiv(tl.cdiv(k_end - k_start, NUM_SPLITS), BLOCK_N) * BLOCK_N
+        k_start = k_start + split * share
+        k_end = tl.minimum(k_start + share, k_end)
 
     rows = q_start + block * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < q_end
@@ -156,12 +168,88 @@ def _attention_kernel(
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=DOT_PRECISION)
         m_i = m_new
-    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    tl.store(
-        OUT + rows64[:, None] * (NUM_HEADS * HEAD_DIM) + head * HEAD_DIM + dims[None, :],
-        cast_rne(out, OUT.dtype.element_ty, UPCAST),
-        mask=row_mask[:, None] & dim_mask[None, :],
+    if NUM_SPLITS > 1:  # unnormalised partials; _combine_splits_kernel merges them
+        part = split.to(tl.int64) * NUM_ROWS + rows64
+        tl.store(
+            OUT + part[:, None] * (NUM_HEADS * HEAD_DIM) + head * HEAD_DIM + dims[None, :],
+            acc,
+            mask=row_mask[:, None] & dim_mask[None, :],
+        )
+        ml = ML + (part * NUM_HEADS + head) * 2
+        tl.store(ml, m_i, mask=row_mask)
+        tl.store(ml + 1, l_i, mask=row_mask)
+    else:
+        out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+        tl.store(
+            OUT + rows64[:, None] * (NUM_HEADS * HEAD_DIM) + head * HEAD_DIM + dims[None, :],
+            cast_rne(out, OUT.dtype.element_ty, UPCAST),
+            mask=row_mask[:, None] & dim_mask[None, :],
+        )
+
+
+@triton.jit
+def _combine_splits_kernel(
+    PART,  # fp32 [S, Nq, H, D]
+    ML,  # fp32 [S, Nq, H, 2]
+    OUT,  # [Nq, H, D] contiguous
+    NUM_ROWS,
+    HEAD_DIM,
+    NUM_HEADS: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    """One (query row, head) per program: out = sum_s 2^(m_s - M) acc_s / sum_s 2^(m_s - M) l_s."""
+    row = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1)
+    splits = tl.arange(0, BLOCK_S)
+    split_mask = splits < NUM_SPLITS
+    part = splits.to(tl.int64) * NUM_ROWS + row
+    ml = ML + (part * NUM_HEADS + head) * 2
+    m = tl.load(ml, mask=split_mask, other=-1.0e30)
+    denoms = tl.load(ml + 1, mask=split_mask, other=0.0)
+    w = tl.exp2(m - tl.max(m, 0))  # empty splits carry m = -1e30, l = 0, acc = 0
+    dims = tl.arange(0, BLOCK_D)
+    dim_mask = dims < HEAD_DIM
+    acc = tl.load(
+        PART + part[:, None] * (NUM_HEADS * HEAD_DIM) + head * HEAD_DIM + dims[None, :],
+        mask=split_mask[:, None] & dim_mask[None, :],
+        other=0.0,
     )
+    denom = tl.sum(w * denoms, 0)
+    out = tl.sum(w[:, None] * acc, 0) / tl.where(denom == 0.0, 1.0, denom)
+    tl.store(
+        OUT + row * (NUM_HEADS * HEAD_DIM) + head * HEAD_DIM + dims,
+        cast_rne(out, OUT.dtype.element_ty, UPCAST),
+        mask=dim_mask,
+    )
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    if device not in _SM_COUNTS:
+        _SM_COUNTS[device] = torch.cuda.get_device_properties(device).multi_processor_count
+    return _SM_COUNTS[device]
+
+
+_SM_COUNTS: dict[torch.device, int] = {}
+
+
+def choose_num_splits(
+    num_q: int, num_k: int, num_seqs: int, num_heads: int, block_m: int, sm_count: int
+) -> int:
+    """Split each sequence's keys across programs when the query blocks alone cannot fill the GPU:
+    aim for about two programs per SM, each with at least 512 keys, at most 16 splits. Uses shapes
+    only (average keys per sequence), so no host sync."""
+    if sm_count == 0 or num_seqs == 0:
+        return 1
+    programs = triton.cdiv(num_q, block_m) * num_heads
+    keys_per_seq = num_k // num_seqs
+    by_work = keys_per_seq // 512
+    by_fill = triton.cdiv(2 * sm_count, programs)
+    return max(1, min(16, by_work, by_fill))
 
 
 def attention(
@@ -171,8 +259,14 @@ def attention(
     cu_seqlens_q: torch.Tensor,
     cu_seqlens_k: torch.Tensor,
     scale: float | None = None,
+    num_splits: int | None = None,
 ) -> torch.Tensor:
-    """Triton version of `attention_ref`; returns a new contiguous [Nq, H, D] tensor. No host sync."""
+    """Triton version of `attention_ref`; returns a new contiguous [Nq, H, D] tensor. No host sync.
+
+    num_splits: key-range splits per (query block, head) (None: `choose_num_splits` on the device's
+    SM count; 1 on CPU). With more than one, partial results go to an fp32 workspace and a second
+    kernel merges them.
+    """
     assert q.dim() == 3 and k.dim() == 3 and v.dim() == 3, "q, k, v must be [N, heads, D]"
     num_q, num_heads, head_dim = q.shape
     num_k, num_kv_heads, _ = k.shape
@@ -196,15 +290,25 @@ def attention(
     block_m = 16 if avg_q <= 16 else (32 if avg_q <= 32 else 64)
     block_d = max(16, triton.next_power_of_2(head_dim))
     block_n = 64 if block_d <= 128 else 32
-    grid = (triton.cdiv(num_q, block_m) + num_seqs, num_heads)
+    if num_splits is None:
+        num_splits = choose_num_splits(num_q, num_k, num_seqs, num_heads, block_m, _sm_count(q.device))
+    assert 1 <= num_splits <= 64, f"num_splits must be in 1..64, got {num_splits}"
+    if num_splits > 1:
+        target = torch.empty((num_splits, num_q, num_heads, head_dim), dtype=torch.float32, device=q.device)
+        ml = torch.empty((num_splits, num_q, num_heads, 2), dtype=torch.float32, device=q.device)
+    else:
+        target, ml = out, out  # ml unused
+    grid = (triton.cdiv(num_q, block_m) + num_seqs, num_heads, num_splits)
     _attention_kernel[grid](
         q,
         k,
         v,
-        out,
+        target,
+        ml,
         cu_seqlens_q,
         cu_seqlens_k,
         num_seqs,
+        num_q,
         head_dim,
         scale * 1.4426950408889634,
         q.stride(0),
@@ -221,7 +325,22 @@ def attention(
         BLOCK_B=max(16, triton.next_power_of_2(num_seqs)),
         UPCAST=INTERPRET,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        NUM_SPLITS=num_splits,
         num_warps=4,
         num_stages=2,
     )
+    if num_splits > 1:
+        _combine_splits_kernel[(num_q, num_heads)](
+            target,
+            ml,
+            out,
+            num_q,
+            head_dim,
+            NUM_HEADS=num_heads,
+            NUM_SPLITS=num_splits,
+            BLOCK_S=max(2, triton.next_power_of_2(num_splits)),
+            BLOCK_D=block_d,
+            UPCAST=INTERPRET,
+            num_warps=4,
+        )
     return out

@@ -33,10 +33,8 @@ def compile_one(name, fn, signature, constexprs, num_warps=4, num_stages=3) -> b
 def main() -> int:
     ok = True
     for dt in ("bf16", "fp32"):
-        ptrs = {n: f"*{dt}" for n in ("Q", "K", "V", "OUT")}
         ints = dict.fromkeys(
             [
-                "NUM_SEQS",
                 "HEAD_DIM",
                 "STRIDE_QN",
                 "STRIDE_QH",
@@ -58,13 +56,30 @@ def main() -> int:
                 "UPCAST": False,
                 "DOT_PRECISION": "ieee" if dt == "fp32" else "tf32",
             }
-            ok &= compile_one(
-                f"attention {dt} BLOCK_M={block_m} BLOCK_D={block_d}",
-                attention._attention_kernel,
-                {**ptrs, "CU_Q": "*i32", "CU_K": "*i32", **ints, "QK_SCALE": "fp32"},
-                consts,
-                num_stages=2,
-            )
+            for splits in (1, 4):
+                out_ptrs = {"OUT": "*fp32" if splits > 1 else f"*{dt}", "ML": "*fp32"}
+                ok &= compile_one(
+                    f"attention {dt} BLOCK_M={block_m} BLOCK_D={block_d} splits={splits}",
+                    attention._attention_kernel,
+                    {
+                        **{n: f"*{dt}" for n in ("Q", "K", "V")},
+                        **out_ptrs,
+                        "CU_Q": "*i32",
+                        "CU_K": "*i32",
+                        "NUM_SEQS": "i32",
+                        "NUM_ROWS": "i32",
+                        **ints,
+                        "QK_SCALE": "fp32",
+                    },
+                    {**consts, "NUM_SPLITS": splits},
+                    num_stages=2,
+                )
+        ok &= compile_one(
+            f"attention split combine {dt}",
+            attention._combine_splits_kernel,
+            {"PART": "*fp32", "ML": "*fp32", "OUT": f"*{dt}", "NUM_ROWS": "i32", "HEAD_DIM": "i32"},
+            {"NUM_HEADS": 32, "NUM_SPLITS": 8, "BLOCK_S": 8, "BLOCK_D": 128, "UPCAST": False},
+        )
         for has_res in (False, True):
             ok &= compile_one(
                 f"rms_norm {dt} residual={has_res}",

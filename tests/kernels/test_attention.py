@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels.attention import attention, attention_ref
+from kernels.attention import attention, attention_ref, choose_num_splits
 
 pytestmark = [
     pytest.mark.interpreter,
@@ -20,16 +20,21 @@ def _cu(lengths, device):
     return torch.tensor(cu, dtype=torch.int32, device=device)
 
 
-def _run(device, tolerance, dtype, q_lens, k_lens, num_heads, num_kv_heads, head_dim, scale=None):
+def _run(
+    device, tolerance, dtype, q_lens, k_lens, num_heads, num_kv_heads, head_dim, scale=None, num_splits=None
+):
     cu_q, cu_k = _cu(q_lens, device), _cu(k_lens, device)
     q = torch.randn(sum(q_lens), num_heads, head_dim, device=device).to(dtype)
     k = torch.randn(sum(k_lens), num_kv_heads, head_dim, device=device).to(dtype)
     v = torch.randn(sum(k_lens), num_kv_heads, head_dim, device=device).to(dtype)
-    out = attention(q, k, v, cu_q, cu_k, scale)
+    out = attention(q, k, v, cu_q, cu_k, scale, num_splits=num_splits)
     ref_low = attention_ref(q, k, v, cu_q, cu_k, scale)
     ref_fp32 = attention_ref(q.float(), k.float(), v.float(), cu_q, cu_k, scale)
     tolerance(
-        f"attention q{q_lens} k{k_lens} H{num_heads}/{num_kv_heads} D{head_dim}", out, ref_low, ref_fp32
+        f"attention q{q_lens} k{k_lens} H{num_heads}/{num_kv_heads} D{head_dim} splits {num_splits}",
+        out,
+        ref_low,
+        ref_fp32,
     )
 
 
@@ -45,6 +50,25 @@ def _run(device, tolerance, dtype, q_lens, k_lens, num_heads, num_kv_heads, head
 )
 def test_attention(device, tolerance, dtype, q_lens, k_lens, num_heads, num_kv_heads, head_dim):
     _run(device, tolerance, dtype, q_lens, k_lens, num_heads, num_kv_heads, head_dim)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_splits", [2, 5])
+def test_attention_split_keys(device, tolerance, dtype, num_splits):
+    """Keys split across programs and merged: long, short (some splits get no keys) and empty key
+    ranges in one batch."""
+    _run(device, tolerance, dtype, [8, 8, 3, 0], [8 + 200, 8 + 3, 3 + 70, 0], 4, 2, 64, num_splits=num_splits)
+
+
+def test_choose_num_splits():
+    # batch 1, 32 heads, one 32-query block, 4096 keys on a 132-SM GPU: 8 splits of 512 keys
+    assert choose_num_splits(32, 4096, 1, 32, 32, 132) == 8
+    # short key ranges or a full GPU: no split; no GPU: no split
+    assert choose_num_splits(32, 256, 1, 32, 32, 132) == 1
+    assert choose_num_splits(64 * 32, 64 * 4096, 64, 32, 32, 132) == 1
+    assert choose_num_splits(32, 4096, 1, 32, 32, 0) == 1
+    # very long keys: capped at 16
+    assert choose_num_splits(16, 1 << 20, 1, 1, 16, 132) == 16
 
 
 def test_attention_empty_sequences_and_scale(device, tolerance):
