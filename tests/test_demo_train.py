@@ -18,6 +18,7 @@ from models.demo_train import (
     lr_at,
     main,
     make_batch,
+    mask_ratios,
 )
 from models.registry import DEMO_MODEL_DIR, load_model
 
@@ -80,6 +81,36 @@ def test_varlen_attention_matches_reference():
     want = attention_ref(q, k, v, cu, cu)
     got = VarlenTrainOps().attention(q, k, v, cu, cu)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_mask_ratios_uniform_and_stratified():
+    gen = torch.Generator().manual_seed(0)
+    p = mask_ratios(4096, gen, eps=1e-3, stratified=False)
+    assert bool(((p >= 1e-3) & (p <= 1)).all())
+    t = (p - 1e-3) / (1 - 1e-3)
+    assert abs(float(t.mean()) - 0.5) < 0.02 and abs(float((t < 0.25).float().mean()) - 0.25) < 0.03
+    b = 64
+    t = (mask_ratios(b, gen, eps=1e-3, stratified=True) - 1e-3) / (1 - 1e-3)
+    slot = torch.arange(b)
+    assert bool(((t >= slot / b - 1e-6) & (t < (slot + 1) / b + 1e-6)).all())  # one draw per slice
+    assert len(set(t.tolist())) == b
+
+
+@pytest.mark.slow
+def test_compiled_forward_trains_like_eager(tmp_path):
+    """--compile changes how the forward runs, not what it computes: two steps from the same seed give
+    the same weights (fp32) with and without torch.compile."""
+    common = [*TINY, "--eval-prompts", "0", "--no-bf16"]
+    main([*common, "--steps", "0", "--out", str(tmp_path / "init")])
+    main([*common, "--steps", "2", "--out", str(tmp_path / "eager")])
+    main([*common, "--steps", "2", "--compile", "--out", str(tmp_path / "compiled")])
+    init, eager, compiled = (load_model(tmp_path / name, device="cpu").model.state_dict()
+                             for name in ("init", "eager", "compiled"))
+    assert eager.keys() == compiled.keys()
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
+    # the two steps moved the weights well beyond that tolerance
+    assert max(float((eager[k] - init[k]).abs().max()) for k in eager) > 1e-3
 
 
 def test_lr_schedule():

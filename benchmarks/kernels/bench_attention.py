@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from _common import H200_BF16_TFLOPS, H200_COPY_TBPS, Report, bench_ms, tbps, tflops
 
-from kernels.attention import attention
+from kernels.attention import attention, choose_num_splits
 
 HEADS, HEAD_DIM, QUERIES = 32, 128, 32
 BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
@@ -63,10 +63,17 @@ def run_case(report: Report, num_seqs: int, k_lens: list[int], label: str) -> No
             frac_bf16_matmul=fl / H200_BF16_TFLOPS,
         )
 
-    try:
-        add("triton_varlen", bench_ms(functools.partial(attention, q, k, v, cu_q, cu_k)))
-    except Exception as exc:
-        print(f"  triton B={num_seqs} keys={label} failed: {type(exc).__name__}: {exc}")
+    sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+    splits = choose_num_splits(q.shape[0], total_k, num_seqs, HEADS, QUERIES, sms)
+    variants = [("triton_varlen", None)]  # what the model runs: splits chosen from the shapes
+    if splits > 1:
+        variants[0] = (f"triton_varlen[{splits} splits]", None)
+        variants.append(("triton_varlen[no split]", 1))
+    for impl, num_splits in variants:
+        try:
+            add(impl, bench_ms(functools.partial(attention, q, k, v, cu_q, cu_k, num_splits=num_splits)))
+        except Exception as exc:
+            print(f"  {impl} B={num_seqs} keys={label} failed: {type(exc).__name__}: {exc}")
     qp = q.view(num_seqs, QUERIES, HEADS, HEAD_DIM).transpose(1, 2).contiguous()
     kp = torch.zeros(num_seqs, HEADS, max_k, HEAD_DIM, device=dev, dtype=torch.bfloat16)
     vp = torch.zeros_like(kp)
