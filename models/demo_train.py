@@ -30,6 +30,11 @@ add 100%. A CPU recipe that reaches 95% on reverse, sort and add within 90 minut
 to be found: every CPU run so far sat on a plateau (right answer lengths, wrong content, loss ~0.63)
 for hundreds of thousands of examples; the best, d256x6 with batch 128, lr 1e-3, `--stratified-t
 --compile`, left it after ~130k examples and had add 9%, reverse and sort 0% at 320k examples (43 min).
+d128x4 (4 heads, mlp 512, batch 128, lr 2e-3) learns at the same rate per example for a third of the
+cost; after 40 min on one thread (593k examples) rope theta 1e4 gave reverse 6%, sort 51%, add 9% and
+theta 5e5 gave 13%, 1%, 17% (100 prompts per task), but a 38-min two-thread theta-1e4 run (850k
+examples) ended at 6.5%, 1.5%, 10%: which task leaves the plateau first, and when, varies from run
+to run.
 """
 
 from __future__ import annotations
