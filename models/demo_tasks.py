@@ -193,9 +193,12 @@ class TaskEncoder:
         texts = [self.before + p.strip() + self.after for p in prompts]
         return self.tok(texts, add_special_tokens=False)["input_ids"]
 
+    def answer_ids(self, answers: list[str]) -> list[list[int]]:
+        return self.tok(answers, add_special_tokens=False)["input_ids"]
+
     def response_ids(self, answers: list[str], length: int | list[int]) -> list[list[int]]:
         """answer + <|eot_id|> + <|endoftext|> padding to `length` tokens (per answer if a list)."""
-        enc = self.tok(answers, add_special_tokens=False)["input_ids"]
+        enc = self.answer_ids(answers)
         lengths = length if isinstance(length, list) else [length] * len(answers)
         out = []
         for e, n in zip(enc, lengths, strict=True):

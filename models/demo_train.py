@@ -17,24 +17,31 @@ token per step, low-confidence remasking, temperature 0), and the checkpoint is 
 layout with the tokenizer and a generation_config.json whose defaults suit the tasks.
 
 CPU speed: the attention is two batched matmuls around an fp32 softmax (VarlenTrainOps), bf16
-autocast is on by default where the CPU has AMX bf16 tiles (`use_bf16`), and `--compile` fuses the
-elementwise work with torch.compile. On the 2-core development CPU (AMX, torch 2.13) the shipped model's
-shape (d256x6, batch 128) went from 4.7k tokens/s (fp32, SDPA) to ~10k tokens/s; d128x4 runs at ~25k.
+autocast is on by default where the CPU has AMX bf16 tiles (`use_bf16`), and `--compile` (on by
+default; eager with a message if compiling fails) fuses the elementwise work with torch.compile. On
+the 2-core development CPU a d256x6 model at batch 128 went from 4.7k tokens/s (fp32, SDPA) to ~10k.
 
-The shipped models/demo (5.25M parameters, fp32, 21 MB) was trained with the defaults below on one
-NVIDIA H200: `python -m models.demo_train --device cuda --bf16 --threads 8` (4500 steps of 512
-examples, 142M tokens, 6.0 min at ~400k tokens/s); held-out exact match over 500 prompts per task:
-reverse 100%, sort 99.6%, add 99.6%, copy 100%. Learning curve of that run (32 held-out prompts per
-task): step 1500 reverse 100%, sort 56%, add 34%; step 3000 sort 88%, add 97%; step 4500 sort 97%,
-add 100%. A CPU recipe that reaches 95% on reverse, sort and add within 90 minutes on 2 cores is still
-to be found: every CPU run so far sat on a plateau (right answer lengths, wrong content, loss ~0.63)
-for hundreds of thousands of examples; the best, d256x6 with batch 128, lr 1e-3, `--stratified-t
---compile`, left it after ~130k examples and had add 9%, reverse and sort 0% at 320k examples (43 min).
-d128x4 (4 heads, mlp 512, batch 128, lr 2e-3) learns at the same rate per example for a third of the
-cost; after 40 min on one thread (593k examples) rope theta 1e4 gave reverse 6%, sort 51%, add 9% and
-theta 5e5 gave 13%, 1%, 17% (100 prompts per task), but a 38-min two-thread theta-1e4 run (850k
-examples) ended at 6.5%, 1.5%, 10%: which task leaves the plateau first, and when, varies from run
-to run.
+The defaults are the CPU recipe that made the shipped models/demo: d_model 128, 6 layers, 4 heads,
+MLP 512 (1.64M parameters), batch 128, lr 1e-3 (300 warmup steps, cosine over 9500 steps), rope theta
+1e4, stratified mask ratios, 60% of the responses padded only to a random length between the answer's
+end and 24 tokens and 5% to 48, and a time budget of 84 minutes that stops the run and saves.
+The shipped run used `--threads 1` on one core of the 2-core development CPU (Intel Xeon with AMX, torch
+2.13) while another run used the other core: 11.0k tokens/s, stopped by the budget at step 7926
+(1.01M examples, 55M tokens); held-out exact match over 200 prompts per task: reverse 100%, sort
+99.5%, add 100%, copy 100%. Its learning curve (32 held-out prompts per task): a plateau with the
+answer lengths right and the content wrong (loss ~0.7) until step ~2300, then step 3000 reverse 84%,
+sort 62%, add 72%; step 4000 100/84/91%; step 5000 97/97/94%; step 7000 100/94/100%.
+A second seed (`--seed 1 --steps 7700 --threads 1`, the same conditions, the schedule completed in
+85.3 minutes at 10.5k tokens/s) ended at reverse 100%, sort 96.5%, add 99.5%, copy 100% (200 per task).
+What changed from the runs that failed: 6 layers instead of 4 and lr 1e-3 instead of 2e-3 (not
+separated). Four d128x4 runs at batch 128 and lr 2e-3 (4000-6600 steps, same width and data) never
+got reverse above 13%; the 6-layer model left the plateau at ~2300 steps, as the d256x6 GPU recipe
+below did at ~1100 steps of 512. The short padding cuts a training example from ~60 to ~55 tokens.
+
+GPU recipe (the previous shipped model, d256x6, 5.25M parameters, 6 minutes on one H200, held-out
+100/99.6/99.6%): `python -m models.demo_train --device cuda --bf16 --threads 8 --d-model 256
+--n-heads 8 --mlp-hidden 768 --batch-size 512 --steps 4500 --rope-theta 500000 --long-response-prob
+0.15 --short-response-prob 0 --no-stratified-t --no-compile --eval-every 1500 --max-minutes 0`.
 """
 
 from __future__ import annotations
@@ -243,37 +250,43 @@ def evaluate(model, ops, tok, enc: TaskEncoder, *, n_per_task: int, gen_length: 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(DEFAULT_OUT), help="checkpoint directory to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=4500, help="optimizer steps (the LR schedule spans these)")
-    p.add_argument("--batch-size", type=int, default=512, help="examples per step")
+    p.add_argument("--steps", type=int, default=9500, help="optimizer steps (the LR schedule spans these)")
+    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.05)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--n-layers", type=int, default=6)
-    p.add_argument("--n-heads", type=int, default=8)
-    p.add_argument("--mlp-hidden", type=int, default=768)
-    p.add_argument("--rope-theta", type=float, default=500000.0)
+    p.add_argument("--n-heads", type=int, default=4)
+    p.add_argument("--mlp-hidden", type=int, default=512)
+    p.add_argument("--rope-theta", type=float, default=10000.0)
     p.add_argument("--response-length", type=int, default=24,
                    help="answer + <|eot_id|> + EOS padding; also the shipped max_tokens/steps/block_length")
-    p.add_argument("--long-response-prob", type=float, default=0.15,
+    p.add_argument("--long-response-prob", type=float, default=0.05,
                    help="share of examples padded to twice the response length (robustness to longer "
                         "max_tokens)")
+    p.add_argument("--short-response-prob", type=float, default=0.6,
+                   help="share of examples whose EOS padding stops at a random length between the answer's "
+                        "end and the response length (fewer tokens per example; LLaDA's SFT pads each "
+                        "batch only to its longest member)")
     p.add_argument("--mask-eps", type=float, default=1e-3)
-    p.add_argument("--stratified-t", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--stratified-t", action=argparse.BooleanOptionalAction, default=True,
                    help="draw the batch's mask ratios stratified over (0, 1) (lower-variance loss)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu (the reference recipe) or cuda")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on for CUDA and for CPUs with AMX bf16 matrix units)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.compile the forward: fuses the elementwise work (needs a C++ compiler on "
                         "CPU; falls back to eager with a message if compiling fails)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop at this time budget and save")
+    p.add_argument("--max-minutes", type=float, default=84.0,
+                   help="stop at this time budget and save (keeps a run within 90 minutes with its final "
+                        "evaluation; 0: no budget)")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--log-file", default=None, help="also append loss lines here")
-    p.add_argument("--eval-every", type=int, default=1500, help="held-out check on a few prompts (0: off)")
+    p.add_argument("--eval-every", type=int, default=1000, help="held-out check on a few prompts (0: off)")
     p.add_argument("--eval-prompts", type=int, default=500, help="held-out prompts per task at the end")
     p.add_argument("--num-shards", type=int, default=2)
     p.add_argument("--no-progress", action="store_true")
@@ -290,6 +303,17 @@ def use_bf16(device: torch.device) -> bool:
     except OSError:
         return False
     return device.type == "cpu" and "amx_bf16" in flags
+
+
+def cpu_name() -> str:
+    """"cpu: <model name> (<n> cores)" from /proc/cpuinfo where it exists."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "cpu"
+    names = [ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")]
+    amx = " with AMX" if "amx_bf16" in info else ""
+    return f"cpu: {names[0]}{amx} ({len(names)} cores)" if names else "cpu"
 
 
 def lr_at(step: int, args) -> float:
@@ -316,8 +340,18 @@ def make_batch(stream: TrainStream, enc: TaskEncoder, args, gen: torch.Generator
 
     exs = stream.batch(args.batch_size)
     b, r_len = len(exs), args.response_length
-    long = (torch.rand(b, generator=gen) < args.long_response_prob).tolist()
-    rlens = [r_len * (2 if lg else 1) for lg in long]
+    kind = torch.rand(b, generator=gen)
+    # drawn only when used, so runs without short responses keep their random stream
+    short_u = torch.rand(b, generator=gen).tolist() if args.short_response_prob > 0 else None
+    answer_lens = [len(a) + 1 for a in enc.answer_ids([e.answer for e in exs])]  # with <|eot_id|>
+    rlens = []
+    for i, need in enumerate(answer_lens):
+        if kind[i] < args.long_response_prob:
+            rlens.append(2 * r_len)
+        elif kind[i] < args.long_response_prob + args.short_response_prob:
+            rlens.append(min(r_len, need + int(short_u[i] * (r_len - need + 1))))
+        else:
+            rlens.append(r_len)
     prompts = enc.prompt_ids([e.prompt for e in exs])
     responses = enc.response_ids([e.answer for e in exs], rlens)
     p_mask = mask_ratios(b, gen, eps=args.mask_eps, stratified=args.stratified_t)
@@ -399,7 +433,7 @@ def run(args) -> dict:
     bar = tqdm(total=args.steps, disable=args.no_progress, dynamic_ncols=True, file=sys.stderr)
     step = 0
     for step in range(args.steps):
-        if args.max_minutes is not None and time.time() - t0 > args.max_minutes * 60:
+        if args.max_minutes and time.time() - t0 > args.max_minutes * 60:
             stopped_early = True
             log(f"time budget of {args.max_minutes} min reached at step {step}; saving")
             break
@@ -460,7 +494,7 @@ def run(args) -> dict:
         "heldout_prompts_per_task": args.eval_prompts, "core_tasks": list(CORE_TASKS),
         "torch": torch.__version__, "threads": args.threads, "bf16": bf16,
         "compiled": forward is not model,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
     }
     write_checkpoint(state, cfg_dict, tok, out, response_length=args.response_length,
                      num_shards=args.num_shards, summary=summary)

@@ -24,7 +24,7 @@ from models.registry import DEMO_MODEL_DIR, load_model
 
 TINY = ["--steps", "6", "--batch-size", "8", "--warmup", "2", "--d-model", "32", "--n-layers", "1",
         "--n-heads", "2", "--mlp-hidden", "48", "--eval-every", "0", "--eval-prompts", "2",
-        "--log-every", "2", "--no-progress"]
+        "--log-every", "2", "--no-progress", "--no-compile"]
 
 
 def _args(*extra):
@@ -58,7 +58,7 @@ def test_training_is_reproducible_from_the_seed(tmp_path):
 def test_noisy_batch_masks_only_the_response():
     tok = build_demo_tokenizer()
     enc = TaskEncoder(tok)
-    args = _args("--long-response-prob", "0.5")
+    args = _args("--long-response-prob", "0.5", "--short-response-prob", "0")
     gen = torch.Generator().manual_seed(0)
     batch, rows, targets, weights, ntok = make_batch(TrainStream(0), enc, args, gen, "cpu")
     ids, cu = batch.input_ids, batch.cu_seqlens.tolist()
@@ -71,6 +71,26 @@ def test_noisy_batch_masks_only_the_response():
         prompt_len = header_end + 2  # then "\n\n", then the response
         assert enc.mask not in seq[:prompt_len]
         assert e - s - prompt_len in (24, 48)
+
+
+def test_short_responses_pad_to_a_random_length_past_the_answer():
+    tok = build_demo_tokenizer()
+    enc = TaskEncoder(tok)
+    args = _args("--batch-size", "64", "--long-response-prob", "0", "--short-response-prob", "1")
+    gen = torch.Generator().manual_seed(0)
+    batch, rows, targets, weights, ntok = make_batch(TrainStream(3), enc, args, gen, "cpu")
+    ids, cu = batch.input_ids, batch.cu_seqlens.tolist()
+    lengths = set()
+    for s, e in zip(cu[:-1], cu[1:], strict=True):
+        seq = ids[s:e].tolist()
+        header_end = len(seq) - 1 - seq[::-1].index(tok.convert_tokens_to_ids("<|end_header_id|>"))
+        r_len = e - s - (header_end + 2)
+        lengths.add(r_len)
+        assert r_len <= 24
+    # the <|eot_id|> closing the answer is in every response (unmasked or a masked target)
+    n_eot = int((ids == enc.eot).sum()) + int((targets == enc.eot).sum())
+    assert n_eot == 64 + 64  # one in each prompt's template, one after each answer
+    assert len(lengths) > 5 and min(lengths) < 10
 
 
 def test_varlen_attention_matches_reference():
