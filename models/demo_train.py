@@ -33,6 +33,9 @@ answer lengths right and the content wrong (loss ~0.7) until step ~2300, then st
 sort 62%, add 72%; step 4000 100/84/91%; step 5000 97/97/94%; step 7000 100/94/100%.
 A second seed (`--seed 1 --steps 7700 --threads 1`, the same conditions, the schedule completed in
 85.3 minutes at 10.5k tokens/s) ended at reverse 100%, sort 96.5%, add 99.5%, copy 100% (200 per task).
+With `--threads 2` on the idle machine the model trains at ~18.9k tokens/s once compiled (steps
+100-400 of a 400-step run; compiling took ~80 s), so the whole 9500-step schedule should take about an
+hour (estimated from that rate, not run).
 What changed from the runs that failed: 6 layers instead of 4 and lr 1e-3 instead of 2e-3 (not
 separated). Four d128x4 runs at batch 128 and lr 2e-3 (4000-6600 steps, same width and data) never
 got reverse above 13%; the 6-layer model left the plateau at ~2300 steps, as the d256x6 GPU recipe
