@@ -346,9 +346,9 @@ def make_batch(stream: TrainStream, enc: TaskEncoder, args, gen: torch.Generator
     kind = torch.rand(b, generator=gen)
     # drawn only when used, so runs without short responses keep their random stream
     short_u = torch.rand(b, generator=gen).tolist() if args.short_response_prob > 0 else None
-    answer_lens = [len(a) + 1 for a in enc.answer_ids([e.answer for e in exs])]  # with <|eot_id|>
+    answers = enc.answer_ids([e.answer for e in exs])
     rlens = []
-    for i, need in enumerate(answer_lens):
+    for i, need in enumerate(len(a) + 1 for a in answers):  # + <|eot_id|>
         if kind[i] < args.long_response_prob:
             rlens.append(2 * r_len)
         elif kind[i] < args.long_response_prob + args.short_response_prob:
@@ -356,7 +356,7 @@ def make_batch(stream: TrainStream, enc: TaskEncoder, args, gen: torch.Generator
         else:
             rlens.append(r_len)
     prompts = enc.prompt_ids([e.prompt for e in exs])
-    responses = enc.response_ids([e.answer for e in exs], rlens)
+    responses = enc.response_ids(answers, rlens)
     p_mask = mask_ratios(b, gen, eps=args.mask_eps, stratified=args.stratified_t)
     u = torch.rand(b, 2 * r_len, generator=gen)
     ids, rows, targets, weights = [], [], [], []
