@@ -196,13 +196,12 @@ class TaskEncoder:
     def answer_ids(self, answers: list[str]) -> list[list[int]]:
         return self.tok(answers, add_special_tokens=False)["input_ids"]
 
-    def response_ids(self, answers: list[str] | list[list[int]], length: int | list[int]) -> list[list[int]]:
-        """answer + <|eot_id|> + <|endoftext|> padding to `length` tokens (per answer if a list);
-        answers are texts or their answer_ids."""
-        enc = self.answer_ids(answers) if answers and isinstance(answers[0], str) else answers
-        lengths = length if isinstance(length, list) else [length] * len(answers)
+    def response_ids(self, answer_ids: list[list[int]], length: int | list[int]) -> list[list[int]]:
+        """answer + <|eot_id|> + <|endoftext|> padding to `length` tokens (per answer if a list),
+        from the answers' `answer_ids`."""
+        lengths = length if isinstance(length, list) else [length] * len(answer_ids)
         out = []
-        for e, n in zip(enc, lengths, strict=True):
+        for e, n in zip(answer_ids, lengths, strict=True):
             r = e + [self.eot]
             if len(r) > n:
                 raise ValueError(f"answer of {len(e)} tokens does not fit a response of {n}")

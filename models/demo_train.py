@@ -296,24 +296,25 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def _cpuinfo() -> str:
+    """/proc/cpuinfo, or "" where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def use_bf16(device: torch.device) -> bool:
     """bf16 autocast pays on CUDA and on CPUs with AMX bf16 tiles (on the 2-core development CPU a bf16
     matmul runs ~10x the fp32 rate); elsewhere fp32 stays the default."""
     if device.type == "cuda":
         return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return device.type == "cpu" and "amx_bf16" in flags
+    return device.type == "cpu" and "amx_bf16" in _cpuinfo()
 
 
 def cpu_name() -> str:
     """"cpu: <model name> (<n> cores)" from /proc/cpuinfo where it exists."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "cpu"
+    info = _cpuinfo()
     names = [ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")]
     amx = " with AMX" if "amx_bf16" in info else ""
     return f"cpu: {names[0]}{amx} ({len(names)} cores)" if names else "cpu"
@@ -343,7 +344,7 @@ def make_batch(stream: TrainStream, enc: TaskEncoder, args, gen: torch.Generator
 
     exs = stream.batch(args.batch_size)
     b, r_len = len(exs), args.response_length
-    kind = torch.rand(b, generator=gen)
+    kind = torch.rand(b, generator=gen).tolist()
     # drawn only when used, so runs without short responses keep their random stream
     short_u = torch.rand(b, generator=gen).tolist() if args.short_response_prob > 0 else None
     answers = enc.answer_ids([e.answer for e in exs])

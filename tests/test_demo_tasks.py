@@ -131,11 +131,11 @@ def test_encoder_matches_render_chat(tok):
 
 def test_response_is_answer_eot_then_eos_padding(tok):
     enc = TaskEncoder(tok)
-    (r,) = enc.response_ids(["7 19 42"], 24)
+    (r,) = enc.response_ids(enc.answer_ids(["7 19 42"]), 24)
     n = len(tok("7 19 42", add_special_tokens=False)["input_ids"])
     assert len(r) == 24 and r[n] == enc.eot and r[n + 1:] == [enc.eos] * (24 - n - 1)
     assert tok.decode(r[:n]) == "7 19 42"
     longest = "98 " * 7 + "99"
-    assert len(enc.response_ids([longest], 24)[0]) == 24
+    assert len(enc.response_ids(enc.answer_ids([longest]), 24)[0]) == 24
     with pytest.raises(ValueError):
-        enc.response_ids(["a" * 30], 24)
+        enc.response_ids(enc.answer_ids(["a" * 30]), 24)

@@ -55,6 +55,17 @@ def test_training_is_reproducible_from_the_seed(tmp_path):
         assert shard.read_bytes() == (b / shard.name).read_bytes()
 
 
+def _split_prompt_response(tok, batch):
+    """(token ids, response length) per sequence of a packed training batch: the prompt ends with the
+    assistant header's <|end_header_id|> and "\\n\\n", the response follows."""
+    ids, cu = batch.input_ids, batch.cu_seqlens.tolist()
+    end_header = tok.convert_tokens_to_ids("<|end_header_id|>")
+    for s, e in zip(cu[:-1], cu[1:], strict=True):
+        seq = ids[s:e].tolist()
+        prompt_len = len(seq) - seq[::-1].index(end_header) + 1
+        yield seq, len(seq) - prompt_len
+
+
 def test_noisy_batch_masks_only_the_response():
     tok = build_demo_tokenizer()
     enc = TaskEncoder(tok)
@@ -65,12 +76,9 @@ def test_noisy_batch_masks_only_the_response():
     assert ntok == ids.numel() == cu[-1] and len(cu) == 9
     assert bool((ids[rows] == enc.mask).all()) and int((ids == enc.mask).sum()) == rows.numel()
     assert targets.ne(enc.mask).all() and (weights > 0).all()
-    for s, e in zip(cu[:-1], cu[1:], strict=True):
-        seq = ids[s:e].tolist()
-        header_end = len(seq) - 1 - seq[::-1].index(tok.convert_tokens_to_ids("<|end_header_id|>"))
-        prompt_len = header_end + 2  # then "\n\n", then the response
-        assert enc.mask not in seq[:prompt_len]
-        assert e - s - prompt_len in (24, 48)
+    for seq, r_len in _split_prompt_response(tok, batch):
+        assert enc.mask not in seq[:len(seq) - r_len]
+        assert r_len in (24, 48)
 
 
 def test_short_responses_pad_to_a_random_length_past_the_answer():
@@ -79,12 +87,9 @@ def test_short_responses_pad_to_a_random_length_past_the_answer():
     args = _args("--batch-size", "64", "--long-response-prob", "0", "--short-response-prob", "1")
     gen = torch.Generator().manual_seed(0)
     batch, rows, targets, weights, ntok = make_batch(TrainStream(3), enc, args, gen, "cpu")
-    ids, cu = batch.input_ids, batch.cu_seqlens.tolist()
+    ids = batch.input_ids
     lengths = set()
-    for s, e in zip(cu[:-1], cu[1:], strict=True):
-        seq = ids[s:e].tolist()
-        header_end = len(seq) - 1 - seq[::-1].index(tok.convert_tokens_to_ids("<|end_header_id|>"))
-        r_len = e - s - (header_end + 2)
+    for _, r_len in _split_prompt_response(tok, batch):
         lengths.add(r_len)
         assert r_len <= 24
     # the <|eot_id|> closing the answer is in every response (unmasked or a masked target)
