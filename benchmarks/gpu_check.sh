@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: gpu-tier tests (kernels at LLaDA-8B shapes, engine on CUDA), every kernel benchmark,
-# and the offline engine at LLaDA-8B shapes (random weights) with torch and Triton kernels.
+# the offline engine at LLaDA-8B shapes (random weights) with torch and Triton kernels, and a sweep of
+# attention tiles.
 # Run from the repository root:  PYTHONPATH=. bash benchmarks/gpu_check.sh
 # Everything (log, junit xml, per-benchmark CSV/markdown, summary.md) goes to "${RESULTS_DIR:-benchmarks/results}".
 # One failing step does not stop the others; the exit status is 1 if any step failed.
@@ -62,6 +63,8 @@ for kernels in triton torch; do
         --llada-8b --kernels "$kernels" --batches 1,8 --prompt-len 64 --max-tokens 128 \
         --block-length 32 --repeats 2 --out "$OUT_DIR"
 done
+# Other attention tiles and launch options, to choose launch_config from measurements.
+run_step "bench_attention --sweep" 150 "$PY" benchmarks/kernels/bench_attention.py --sweep
 # The small interpreter-tier tests, compiled for the GPU this time (cheap; extra coverage).
 run_step "pytest -m interpreter (compiled)" 90 "$PY" -m pytest -m interpreter tests/kernels -q \
     -p no:cacheprovider --junitxml="$OUT_DIR/interpreter_tier_on_gpu.xml"

@@ -27,6 +27,7 @@ head once per q head (served by L2).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -226,6 +227,31 @@ def _combine_splits_kernel(
     )
 
 
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Tiles and launch options of `_attention_kernel`."""
+
+    block_m: int  # queries per program
+    block_n: int  # keys per loop step
+    block_d: int  # head_dim padded to a power of two
+    block_b: int  # sequences scanned to find a program's query block (power of two >= B)
+    num_warps: int = 4
+    num_stages: int = 2  # K/V tiles in flight (cp.async ring on sm_80+)
+
+
+def launch_config(num_q: int, num_seqs: int, head_dim: int) -> LaunchConfig:
+    """From shapes only (no host sync): BLOCK_M follows the average queries per sequence (a 32-token
+    block fills a 32-row tile, a whole canvas takes 64), 64 keys per step (32 past head_dim 128)."""
+    avg_q = triton.cdiv(num_q, max(1, num_seqs))
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    return LaunchConfig(
+        block_m=16 if avg_q <= 16 else (32 if avg_q <= 32 else 64),
+        block_n=64 if block_d <= 128 else 32,
+        block_d=block_d,
+        block_b=max(16, triton.next_power_of_2(num_seqs)),
+    )
+
+
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return 0
@@ -260,12 +286,13 @@ def attention(
     cu_seqlens_k: torch.Tensor,
     scale: float | None = None,
     num_splits: int | None = None,
+    config: LaunchConfig | None = None,
 ) -> torch.Tensor:
     """Triton version of `attention_ref`; returns a new contiguous [Nq, H, D] tensor. No host sync.
 
     num_splits: key-range splits per (query block, head) (None: `choose_num_splits` on the device's
     SM count; 1 on CPU). With more than one, partial results go to an fp32 workspace and a second
-    kernel merges them.
+    kernel merges them. config: tiles and launch options (None: `launch_config`); benchmarks sweep it.
     """
     assert q.dim() == 3 and k.dim() == 3 and v.dim() == 3, "q, k, v must be [N, heads, D]"
     num_q, num_heads, head_dim = q.shape
@@ -286,19 +313,17 @@ def attention(
     out = torch.empty((num_q, num_heads, head_dim), dtype=q.dtype, device=q.device)
     if num_q == 0 or num_seqs == 0:
         return out
-    avg_q = triton.cdiv(num_q, num_seqs)  # shapes only: no sync on cu_seqlens
-    block_m = 16 if avg_q <= 16 else (32 if avg_q <= 32 else 64)
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    block_n = 64 if block_d <= 128 else 32
+    cfg = launch_config(num_q, num_seqs, head_dim) if config is None else config
+    assert cfg.block_d >= head_dim and cfg.block_b >= num_seqs, f"{cfg} too small for these shapes"
     if num_splits is None:
-        num_splits = choose_num_splits(num_q, num_k, num_seqs, num_heads, block_m, _sm_count(q.device))
+        num_splits = choose_num_splits(num_q, num_k, num_seqs, num_heads, cfg.block_m, _sm_count(q.device))
     assert 1 <= num_splits <= 64, f"num_splits must be in 1..64, got {num_splits}"
     if num_splits > 1:
         target = torch.empty((num_splits, num_q, num_heads, head_dim), dtype=torch.float32, device=q.device)
         ml = torch.empty((num_splits, num_q, num_heads, 2), dtype=torch.float32, device=q.device)
     else:
         target, ml = out, out  # ml unused
-    grid = (triton.cdiv(num_q, block_m) + num_seqs, num_heads, num_splits)
+    grid = (triton.cdiv(num_q, cfg.block_m) + num_seqs, num_heads, num_splits)
     _attention_kernel[grid](
         q,
         k,
@@ -319,17 +344,18 @@ def attention(
         v.stride(1),
         NUM_HEADS=num_heads,
         GROUP=num_heads // num_kv_heads,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_D=block_d,
-        BLOCK_B=max(16, triton.next_power_of_2(num_seqs)),
+        BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n,
+        BLOCK_D=cfg.block_d,
+        BLOCK_B=cfg.block_b,
         UPCAST=INTERPRET,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         NUM_SPLITS=num_splits,
-        num_warps=4,
-        num_stages=2,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
     )
     if num_splits > 1:
+        block_s = max(2, triton.next_power_of_2(num_splits))
         _combine_splits_kernel[(num_q, num_heads)](
             target,
             ml,
@@ -338,9 +364,9 @@ def attention(
             head_dim,
             NUM_HEADS=num_heads,
             NUM_SPLITS=num_splits,
-            BLOCK_S=max(2, triton.next_power_of_2(num_splits)),
-            BLOCK_D=block_d,
+            BLOCK_S=block_s,
+            BLOCK_D=cfg.block_d,
             UPCAST=INTERPRET,
-            num_warps=4,
+            num_warps=max(1, min(4, block_s * cfg.block_d // 128)),  # 4 fp32 (16 bytes) per thread
         )
     return out

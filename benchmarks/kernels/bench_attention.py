@@ -3,20 +3,30 @@
 LLaDA-8B: 32 heads x 128, bf16, 32 fresh queries per sequence, 64..4096 keys per sequence (cached
 segment + block), batch 1..64. With equal key lengths the padded [B, H, 32, D] x [B, H, L, D] SDPA call
 is exactly equivalent and needs no mask; the 'mixed' rows give each sequence a different key length
-(64..max), which SDPA can only do padded to the longest with a boolean mask.
-FLOPs = 4 * B * H * 32 * L * D (QK^T and PV); bytes = q + out + k + v actually needed.
+(64..max), which SDPA can only do padded to the longest with a boolean mask. The 'canvas' rows are an
+exact step: every position of a sequence's canvas (prompt + answer) is a query against all of them.
+FLOPs = 4 * B * H * Lq * Lk * D (QK^T and PV); bytes = q + out + k + v actually needed.
+
+`--sweep` times other tiles and launch options of the Triton kernel (`LaunchConfig`) on the 4096-key
+and canvas workloads instead, to choose `launch_config` from measurements (bench_attention_sweep).
 """
 
+import argparse
+import dataclasses
 import functools
 
 import torch
 import torch.nn.functional as F
 from _common import H200_BF16_TFLOPS, H200_COPY_TBPS, Report, bench_ms, tbps, tflops
 
-from kernels.attention import attention, choose_num_splits
+from kernels.attention import attention, choose_num_splits, launch_config
 
 HEADS, HEAD_DIM, QUERIES = 32, 128, 32
 BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
+# (block_m, block_n, num_warps, num_stages); None keeps launch_config's block_m. All compile for
+# sm_90 without spills (checked with tests/kernels/compile_sm90.py's harness).
+BLOCK_SWEEP = [(None, n, w, s) for n in (64, 128) for w in (4, 8) for s in (2, 3)]
+CANVAS_SWEEP = [(None, 64, 4, 2), (None, 64, 8, 3), (None, 128, 8, 2), (128, 64, 8, 2), (128, 64, 8, 3)]
 
 
 def best_sdpa(q, k, v, mask):
@@ -39,21 +49,42 @@ def best_sdpa(q, k, v, mask):
     return best
 
 
-def run_case(report: Report, num_seqs: int, k_lens: list[int], label: str) -> None:
+def triton_variants(num_q, total_k, num_seqs, sweep):
+    """(row name, num_splits, config) of the Triton runs: what the model runs, plus 'no split' when
+    it splits; with `sweep`, each swept config at the split count the launcher picks."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    default = launch_config(num_q, num_seqs, HEAD_DIM)
+    splits = choose_num_splits(num_q, total_k, num_seqs, HEADS, default.block_m, sms)
+    tag = f"[{splits} splits]" if splits > 1 else ""
+    if sweep is None:
+        variants = [(f"triton_varlen{tag}", None, None)]
+        return variants + ([("triton_varlen[no split]", 1, None)] if splits > 1 else [])
+    variants = []
+    for block_m, block_n, warps, stages in sweep:
+        config = dataclasses.replace(
+            default, block_m=block_m or default.block_m, block_n=block_n, num_warps=warps, num_stages=stages
+        )
+        name = f"triton m{config.block_m} n{block_n} w{warps} s{stages}{tag}"
+        variants.append((name + (" (default)" if config == default else ""), None, config))
+    return variants
+
+
+def run_case(report: Report, num_seqs: int, k_lens: list[int], label: str, queries=QUERIES, sweep=None):
     dev = "cuda"
     total_k, max_k = sum(k_lens), max(k_lens)
-    cu_q = torch.arange(0, (num_seqs + 1) * QUERIES, QUERIES, dtype=torch.int32, device=dev)
+    cu_q = torch.arange(0, (num_seqs + 1) * queries, queries, dtype=torch.int32, device=dev)
     cu_k = torch.tensor([0] + torch.tensor(k_lens).cumsum(0).tolist(), dtype=torch.int32, device=dev)
-    q = torch.randn(num_seqs * QUERIES, HEADS, HEAD_DIM, device=dev, dtype=torch.bfloat16)
+    q = torch.randn(num_seqs * queries, HEADS, HEAD_DIM, device=dev, dtype=torch.bfloat16)
     k = torch.randn(total_k, HEADS, HEAD_DIM, device=dev, dtype=torch.bfloat16)
     v = torch.randn_like(k)
-    flops = 4.0 * HEADS * QUERIES * HEAD_DIM * total_k
+    flops = 4.0 * HEADS * queries * HEAD_DIM * total_k
     num_bytes = 2 * (2 * q.numel() + 2 * k.numel())
 
     def add(impl, ms):
         bw, fl = tbps(num_bytes, ms), tflops(flops, ms)
         report.add(
             batch=num_seqs,
+            queries=queries,
             keys=label,
             impl=impl,
             ms=ms,
@@ -63,18 +94,13 @@ def run_case(report: Report, num_seqs: int, k_lens: list[int], label: str) -> No
             frac_bf16_matmul=fl / H200_BF16_TFLOPS,
         )
 
-    sms = torch.cuda.get_device_properties(q.device).multi_processor_count
-    splits = choose_num_splits(q.shape[0], total_k, num_seqs, HEADS, QUERIES, sms)
-    variants = [("triton_varlen", None)]  # what the model runs: splits chosen from the shapes
-    if splits > 1:
-        variants[0] = (f"triton_varlen[{splits} splits]", None)
-        variants.append(("triton_varlen[no split]", 1))
-    for impl, num_splits in variants:
+    for impl, num_splits, config in triton_variants(q.shape[0], total_k, num_seqs, sweep):
         try:
-            add(impl, bench_ms(functools.partial(attention, q, k, v, cu_q, cu_k, num_splits=num_splits)))
+            run = functools.partial(attention, q, k, v, cu_q, cu_k, num_splits=num_splits, config=config)
+            add(impl, bench_ms(run))
         except Exception as exc:
             print(f"  {impl} B={num_seqs} keys={label} failed: {type(exc).__name__}: {exc}")
-    qp = q.view(num_seqs, QUERIES, HEADS, HEAD_DIM).transpose(1, 2).contiguous()
+    qp = q.view(num_seqs, queries, HEADS, HEAD_DIM).transpose(1, 2).contiguous()
     kp = torch.zeros(num_seqs, HEADS, max_k, HEAD_DIM, device=dev, dtype=torch.bfloat16)
     vp = torch.zeros_like(kp)
     for b, (start, n) in enumerate(zip(cu_k[:-1].tolist(), k_lens, strict=True)):
@@ -91,20 +117,19 @@ def run_case(report: Report, num_seqs: int, k_lens: list[int], label: str) -> No
 
 
 def main() -> None:
-    report = Report(
-        "bench_attention",
-        [
-            "batch",
-            "keys",
-            "impl",
-            "ms",
-            "TB/s",
-            "TFLOP/s",
-            "frac_measured_copy",
-            "frac_h200_copy",
-            "frac_bf16_matmul",
-        ],
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sweep", action="store_true", help="time other Triton tiles (see the module doc)")
+    sweep = parser.parse_args().sweep
+    columns = ["batch", "queries", "keys", "impl", "ms", "TB/s", "TFLOP/s"]
+    columns += ["frac_measured_copy", "frac_h200_copy", "frac_bf16_matmul"]
+    report = Report("bench_attention_sweep" if sweep else "bench_attention", columns)
+    if sweep:
+        for num_seqs in (1, 8, 64):
+            run_case(report, num_seqs, [4096] * num_seqs, "4096", sweep=BLOCK_SWEEP)
+        for num_seqs, canvas in ((8, 1024), (1, 4096)):
+            run_case(report, num_seqs, [canvas] * num_seqs, f"canvas {canvas}", canvas, CANVAS_SWEEP)
+        report.save()
+        return
     for num_seqs in (1, 8, 32, 64):
         for keys in (64, 512, 1024, 4096):
             run_case(report, num_seqs, [keys] * num_seqs, str(keys))
@@ -112,6 +137,8 @@ def main() -> None:
     for num_seqs in (8, 64):
         k_lens = torch.linspace(64, 4096, num_seqs).round().long().tolist()
         run_case(report, num_seqs, k_lens, "mixed 64..4096")
+    for num_seqs, canvas in ((8, 1024), (1, 4096)):
+        run_case(report, num_seqs, [canvas] * num_seqs, f"canvas {canvas}", queries=canvas)
     report.save()
 
 

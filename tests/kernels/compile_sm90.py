@@ -1,151 +1,221 @@
-"""Compile every kernel for sm_90 (H100/H200) on a machine without a GPU: Triton's front end, its
-NVIDIA passes and the bundled ptxas run on the CPU. Catches what the interpreter lets through (tile
-shapes, tl.dot constraints, types of loop-carried values, shared memory). Run with TRITON_INTERPRET
-unset: `python tests/kernels/compile_sm90.py`; prints one line per variant, exit 1 on any failure.
+"""Compile every kernel for sm_90 (H100/H200) on a machine without a GPU, exactly as its launcher
+launches it at LLaDA-8B shapes, and read what ptxas says about the result.
+
+Each case calls a public launcher (`kernels.attention.attention`, ...) with meta tensors. The kernel
+launch is captured instead of run, then bound and specialised the way Triton's JIT does it on a GPU
+(pointers and ints that are multiples of 16 get `tt.divisibility=16`, ints equal to 1 become
+constants: without that the loads neither vectorise nor pipeline and the listing would not be the
+GPU's), compiled for sm_90a by Triton's NVIDIA back end, and the PTX is run through the bundled
+`ptxas -v` for registers and spills.
+
+Fails on what the interpreter lets through (tile shapes, tl.dot constraints, loop-carried types,
+shared memory) and, for the bf16/fp16 cases the server runs on a GPU, on what would only make a
+kernel slow: spills to local memory, an attention loop whose K/V loads are not software-pipelined
+(no cp.async), a memory-bound kernel without 16-byte global loads. fp32 and demo-model cases are
+reported, not judged. Run with TRITON_INTERPRET unset:
+`PYTHONPATH=. python tests/kernels/compile_sm90.py`; one line per launch, exit 1 on any failure.
 """
 
-import sys
+from __future__ import annotations
 
+import contextlib
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from unittest import mock
+
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+from triton.backends.nvidia.compiler import get_ptxas
+from triton.compiler import ASTSource, make_backend
+from triton.runtime.jit import JITFunction, create_function_from_signature
 
-from kernels import attention, rms_norm, rotary, sampling_head, swiglu
+from kernels.attention import attention, choose_num_splits, launch_config
+from kernels.rms_norm import rms_norm
+from kernels.rotary import rotary
+from kernels.sampling_head import sample_head
+from kernels.swiglu import swiglu
 
 TARGET = GPUTarget("cuda", 90, 32)
+BACKEND = make_backend(TARGET)
+H200_SMS = 132  # H100 SXM has 132 too: the split count the launcher picks there
+META = torch.device("meta")
 
 
-def compile_one(name, fn, signature, constexprs, num_warps=4, num_stages=3) -> bool:
-    src = ASTSource(
-        fn=fn, signature={**signature, **dict.fromkeys(constexprs, "constexpr")}, constexprs=constexprs
+@dataclass
+class Launch:
+    fn: JITFunction
+    args: tuple
+    kwargs: dict
+
+
+@contextlib.contextmanager
+def captured_launches():
+    """Within the block, `kernel[grid](...)` records a Launch instead of running."""
+    launches: list[Launch] = []
+
+    def record(self, *args, grid, warmup, **kwargs):
+        launches.append(Launch(self, args, kwargs))
+
+    with mock.patch.object(JITFunction, "run", record):
+        yield launches
+
+
+def compile_launch(launch: Launch):
+    """What JITFunction.run does on a GPU before the launch: bind, specialise, compile."""
+    fn = launch.fn
+    binder = create_function_from_signature(fn.signature, fn.params, BACKEND)
+    bound, specialization, options = binder(*launch.args, **launch.kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(
+        BACKEND, launch.kwargs, bound, specialization, options
     )
+    return triton.compile(
+        ASTSource(fn, signature, constexprs, attrs), target=TARGET, options=options.__dict__
+    )
+
+
+def ptxas_report(ptx: str) -> tuple[int, int]:
+    """(registers per thread, spill store bytes) from `ptxas -v` on this PTX."""
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as src:
+        src.write(ptx)
+        src.flush()
+        log = subprocess.run(
+            [get_ptxas(90).path, "-v", "--gpu-name=sm_90a", src.name, "-o", "/dev/null"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+    regs = re.search(r"Used (\d+) registers", log)
+    spills = re.search(r"(\d+) bytes spill stores", log)
+    assert regs and spills, log
+    return int(regs.group(1)), int(spills.group(1))
+
+
+def findings(launch: Launch) -> tuple[str, list[str]]:
+    """Compile one captured launch: (its figures, what would make it slow on a GPU)."""
+    kernel = compile_launch(launch)
+    ptx = kernel.asm["ptx"]
+    regs, spills = ptxas_report(ptx)
+    num_async = len(re.findall(r"cp\.async\.c[ag]\.shared\.global", ptx))
+    num_wide = len(re.findall(r"ld\.global(?:\.\w+)*\.v4\.b32", ptx))
+    problems = []
+    if spills:
+        problems.append(f"{spills} B of spills")
+    if launch.fn.__name__ == "_attention_kernel" and num_async == 0:
+        problems.append("K/V loads not pipelined (no cp.async)")
+    if launch.fn.__name__ != "_attention_kernel" and num_wide == 0:
+        problems.append("no 16-byte global loads")
+    figures = (
+        f"{regs} registers, {spills} B spilled, shared {kernel.metadata.shared} B, {num_async} cp.async, "
+        f"{num_wide} 16-byte loads"
+    )
+    return figures, problems
+
+
+def judge(name: str, launch: Launch, mode: str) -> bool:
+    """Print one launch's line. strict: passes without problems; info: passes if it compiles;
+    control: a launch built to be slow, passes only if the problems are seen (the check can fail)."""
+    label = f"{name}: {launch.fn.__name__}"
     try:
-        kernel = triton.compile(
-            src, target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages}
-        )
+        figures, problems = findings(launch)
     except Exception as exc:
-        print(f"FAIL {name}: {type(exc).__name__}: {exc}")
+        print(f"FAIL {label}: {type(exc).__name__}: {exc}")
         return False
-    print(f"ok   {name}: shared memory {kernel.metadata.shared} B")
-    return True
+    passed = {"strict": not problems, "info": True, "control": bool(problems)}[mode]
+    verdict = ("ok  " if mode != "info" else "info") if passed else "FAIL"
+    note = f"  <- {'; '.join(problems)}" if problems else ""
+    if mode == "control":
+        note += "  (control: should be flagged)"
+    print(f"{verdict} {label}: {figures}{note}")
+    return passed
+
+
+def meta(*shape, dtype=torch.bfloat16):
+    return torch.empty(shape, dtype=dtype, device=META)
+
+
+def attention_case(dtype, num_seqs, queries, keys, heads=32, kv_heads=32, head_dim=128):
+    """Each sequence's `queries` rows attend to `keys` rows; splits as the launcher picks on an H200."""
+    q = meta(num_seqs * queries, heads, head_dim, dtype=dtype)
+    k = meta(num_seqs * keys, kv_heads, head_dim, dtype=dtype)
+    cu = meta(num_seqs + 1, dtype=torch.int32)
+    config = launch_config(q.shape[0], num_seqs, head_dim)
+    splits = choose_num_splits(q.shape[0], k.shape[0], num_seqs, heads, config.block_m, H200_SMS)
+    attention(q, k, torch.empty_like(k), cu, torch.empty_like(cu), num_splits=splits)
+
+
+def odd_attention(dtype):
+    q = meta(256, 32, 128, dtype=dtype)
+    k = meta(1024, 32 * 128 + 1, dtype=dtype)[:, 1:].view(1024, 32, 128)
+    cu = meta(9, dtype=torch.int32)
+    attention(q, k, k, cu, cu, num_splits=1)
+
+
+def cases():
+    """(name, mode for `judge`, launcher call on meta tensors). LLaDA-8B: d 4096, 32 heads x 128 (MHA),
+    MLP 12288, vocabulary 126464, 256 tokens a forward. A cached step's queries are a 32-token block;
+    an exact step's are the whole canvas (prompt + answer)."""
+    bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
+    out = [
+        (
+            f"attention bf16 B={b} block of 32 vs {n} keys",
+            "strict",
+            lambda b=b, n=n: attention_case(bf16, b, 32, n),
+        )
+        for b, n in ((1, 4096), (8, 4096), (64, 4096), (8, 64))
+    ]
+    out += [
+        ("attention bf16 B=8 canvas 1024", "strict", lambda: attention_case(bf16, 8, 1024, 1024)),
+        ("attention bf16 B=1 canvas 4096", "strict", lambda: attention_case(bf16, 1, 4096, 4096)),
+        ("attention fp16 GQA 32/8 B=8", "strict", lambda: attention_case(fp16, 8, 32, 1024, kv_heads=8)),
+        ("attention bf16 16 x 64 B=8", "strict", lambda: attention_case(bf16, 8, 32, 1024, 16, 16, 64)),
+        ("attention fp32 B=8", "info", lambda: attention_case(fp32, 8, 32, 1024)),
+        ("attention fp32 demo model 4 x 32", "info", lambda: attention_case(fp32, 8, 96, 96, 4, 4, 32)),
+    ]
+    for dtype, mode in ((bf16, "strict"), (fp32, "info")):
+        tag = str(dtype).removeprefix("torch.")
+        x, w, gate = meta(256, 4096, dtype=dtype), meta(4096, dtype=dtype), meta(256, 12288, dtype=dtype)
+        logits, temps, seeds = (
+            meta(64, 126464, dtype=dtype),
+            meta(64, dtype=fp32),
+            meta(64, dtype=torch.int64),
+        )
+        heads, positions, table = (
+            meta(256, 32, 128, dtype=dtype),
+            meta(256, dtype=torch.int64),
+            meta(4096, 64, dtype=fp32),
+        )
+        out += [
+            (f"rms_norm {tag}", mode, lambda x=x, w=w: rms_norm(x, w, 1e-5)),
+            (f"rms_norm {tag} + residual", mode, lambda x=x, w=w: rms_norm(x, w, 1e-5, residual=x)),
+            (f"swiglu {tag}", mode, lambda g=gate: swiglu(g, torch.empty_like(g))),
+            (f"rotary {tag}", mode, lambda h=heads, p=positions, t=table: rotary(h, p, t, t)),
+            (f"sample_head {tag}", mode, lambda lg=logits, t=temps, sd=seeds: sample_head(lg, t, sd)),
+            (
+                f"sample_head {tag} + CFG",
+                mode,
+                lambda lg=logits, t=temps, sd=seeds: sample_head(lg, t, sd, torch.empty_like(lg), 1.0),
+            ),
+        ]
+    # Controls, to show the check can fail: rows that start 2 bytes past a 16-byte boundary can be
+    # read neither 16 bytes at a time nor by cp.async.
+    odd = meta(256, 12289)[:, 1:]
+    out.append(("swiglu bf16 rows off 16-byte alignment", "control", lambda: swiglu(odd, odd)))
+    out.append(("attention bf16 K/V rows off alignment", "control", lambda: odd_attention(bf16)))
+    return out
 
 
 def main() -> int:
     ok = True
-    for dt in ("bf16", "fp32"):
-        ints = dict.fromkeys(
-            [
-                "HEAD_DIM",
-                "STRIDE_QN",
-                "STRIDE_QH",
-                "STRIDE_KN",
-                "STRIDE_KH",
-                "STRIDE_VN",
-                "STRIDE_VH",
-            ],
-            "i32",
-        )
-        for block_m, block_d in ((16, 128), (64, 128), (32, 64)):
-            consts = {
-                "NUM_HEADS": 32,
-                "GROUP": 4,
-                "BLOCK_M": block_m,
-                "BLOCK_N": 64,
-                "BLOCK_D": block_d,
-                "BLOCK_B": 64,
-                "UPCAST": False,
-                "DOT_PRECISION": "ieee" if dt == "fp32" else "tf32",
-            }
-            for splits in (1, 4):
-                out_ptrs = {"OUT": "*fp32" if splits > 1 else f"*{dt}", "ML": "*fp32"}
-                ok &= compile_one(
-                    f"attention {dt} BLOCK_M={block_m} BLOCK_D={block_d} splits={splits}",
-                    attention._attention_kernel,
-                    {
-                        **{n: f"*{dt}" for n in ("Q", "K", "V")},
-                        **out_ptrs,
-                        "CU_Q": "*i32",
-                        "CU_K": "*i32",
-                        "NUM_SEQS": "i32",
-                        "NUM_ROWS": "i32",
-                        **ints,
-                        "QK_SCALE": "fp32",
-                    },
-                    {**consts, "NUM_SPLITS": splits},
-                    num_stages=2,
-                )
-        ok &= compile_one(
-            f"attention split combine {dt}",
-            attention._combine_splits_kernel,
-            {"PART": "*fp32", "ML": "*fp32", "OUT": f"*{dt}", "NUM_ROWS": "i32", "HEAD_DIM": "i32"},
-            {"NUM_HEADS": 32, "NUM_SPLITS": 8, "BLOCK_S": 8, "BLOCK_D": 128, "UPCAST": False},
-        )
-        for has_res in (False, True):
-            ok &= compile_one(
-                f"rms_norm {dt} residual={has_res}",
-                rms_norm._rms_norm_kernel,
-                {
-                    "X": f"*{dt}",
-                    "RES": f"*{dt}",
-                    "W": f"*{dt}",
-                    "Y": f"*{dt}",
-                    "H": f"*{dt}",
-                    "D": "i32",
-                    "STRIDE_X": "i32",
-                    "STRIDE_R": "i32",
-                    "EPS": "fp32",
-                },
-                {"HAS_RESIDUAL": has_res, "BLOCK_D": 4096, "INTERP": False},
-                num_warps=8,
-            )
-        ok &= compile_one(
-            f"swiglu {dt}",
-            swiglu._swiglu_kernel,
-            {
-                "GATE": f"*{dt}",
-                "UP": f"*{dt}",
-                "OUT": f"*{dt}",
-                "NUM_COLS": "i32",
-                "STRIDE_G": "i32",
-                "STRIDE_U": "i32",
-            },
-            {"BLOCK": 1024, "INTERP": False},
-        )
-        ok &= compile_one(
-            f"rotary {dt}",
-            rotary._rotary_kernel,
-            {
-                "X": f"*{dt}",
-                "POS": "*i64",
-                "COS": "*fp32",
-                "SIN": "*fp32",
-                "OUT": f"*{dt}",
-                "NUM_HEADS": "i32",
-                "HALF": "i32",
-                "STRIDE_XN": "i32",
-                "STRIDE_XH": "i32",
-            },
-            {"BLOCK_H": 16, "BLOCK_HALF": 64, "INTERP": False},
-        )
-        for has_uncond in (False, True):
-            ok &= compile_one(
-                f"sample_head {dt} cfg={has_uncond}",
-                sampling_head._sample_head_kernel,
-                {
-                    "LOGITS": f"*{dt}",
-                    "UNCOND": f"*{dt}",
-                    "TEMP": "*fp32",
-                    "SEEDS": "*i64",
-                    "TOKENS": "*i64",
-                    "PROBS": "*fp32",
-                    "V": "i32",
-                    "STRIDE_L": "i32",
-                    "STRIDE_U": "i32",
-                    "CFG_W1": "fp32",
-                },
-                {"HAS_UNCOND": has_uncond, "BLOCK_V": 2048},
-                num_warps=8,
-            )
+    for name, mode, launch_with_meta in cases():
+        with captured_launches() as launches:
+            launch_with_meta()
+        assert launches, f"{name}: the launcher launched nothing"
+        for launch in launches:
+            ok &= judge(name, launch, mode)
     return 0 if ok else 1
 
 

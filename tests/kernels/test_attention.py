@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels.attention import attention, attention_ref, choose_num_splits
+from kernels.attention import LaunchConfig, attention, attention_ref, choose_num_splits, launch_config
 
 pytestmark = [
     pytest.mark.interpreter,
@@ -21,17 +21,27 @@ def _cu(lengths, device):
 
 
 def _run(
-    device, tolerance, dtype, q_lens, k_lens, num_heads, num_kv_heads, head_dim, scale=None, num_splits=None
+    device,
+    tolerance,
+    dtype,
+    q_lens,
+    k_lens,
+    num_heads,
+    num_kv_heads,
+    head_dim,
+    scale=None,
+    num_splits=None,
+    config=None,
 ):
     cu_q, cu_k = _cu(q_lens, device), _cu(k_lens, device)
     q = torch.randn(sum(q_lens), num_heads, head_dim, device=device).to(dtype)
     k = torch.randn(sum(k_lens), num_kv_heads, head_dim, device=device).to(dtype)
     v = torch.randn(sum(k_lens), num_kv_heads, head_dim, device=device).to(dtype)
-    out = attention(q, k, v, cu_q, cu_k, scale, num_splits=num_splits)
+    out = attention(q, k, v, cu_q, cu_k, scale, num_splits=num_splits, config=config)
     ref_low = attention_ref(q, k, v, cu_q, cu_k, scale)
     ref_fp32 = attention_ref(q.float(), k.float(), v.float(), cu_q, cu_k, scale)
     tolerance(
-        f"attention q{q_lens} k{k_lens} H{num_heads}/{num_kv_heads} D{head_dim} splits {num_splits}",
+        f"attention q{q_lens} k{k_lens} H{num_heads}/{num_kv_heads} D{head_dim} splits {num_splits} {config}",
         out,
         ref_low,
         ref_fp32,
@@ -58,6 +68,26 @@ def test_attention_split_keys(device, tolerance, dtype, num_splits):
     """Keys split across programs and merged: long, short (some splits get no keys) and empty key
     ranges in one batch."""
     _run(device, tolerance, dtype, [8, 8, 3, 0], [8 + 200, 8 + 3, 3 + 70, 0], 4, 2, 64, num_splits=num_splits)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        LaunchConfig(block_m=16, block_n=128, block_d=64, block_b=16, num_warps=8, num_stages=3),
+        LaunchConfig(block_m=64, block_n=32, block_d=64, block_b=32, num_warps=4, num_stages=1),
+    ],
+)
+def test_attention_other_tiles(device, tolerance, config):
+    """Tiles other than `launch_config`'s (what benchmarks sweep) give the same result."""
+    _run(device, tolerance, torch.bfloat16, [5, 40, 3], [5 + 150, 40 + 7, 3], 4, 2, 64, config=config)
+
+
+def test_launch_config():
+    # a 32-token block per sequence (cached step) vs a whole canvas (exact step), LLaDA-8B head_dim
+    assert launch_config(8 * 32, 8, 128) == LaunchConfig(block_m=32, block_n=64, block_d=128, block_b=16)
+    assert launch_config(1024, 1, 128).block_m == 64
+    assert launch_config(8, 1, 40).block_d == 64 and launch_config(8, 1, 40).block_m == 16
+    assert launch_config(64 * 32, 64, 256).block_n == 32 and launch_config(64 * 32, 64, 256).block_b == 64
 
 
 def test_choose_num_splits():
