@@ -1,7 +1,9 @@
 """GPU tier: the interpreter-tier checks again at LLaDA-8B shapes in bf16 (skipped without CUDA).
 
-LLaDA-8B: d_model 4096, 32 heads x 128, MLP hidden 12288, vocab 126464; a denoising step of B
-sequences has 32 query positions per sequence attending to 64..4096 keys (cache + fresh block).
+LLaDA-8B: d_model 4096, 32 heads x 128, MLP hidden 12288, vocab 126464; a cached denoising step of
+B sequences has 32 query positions per sequence attending to 64..4096 keys (cache + fresh block), an
+exact step has every canvas position as a query against the whole canvas (64-row tiles: wgmma on
+Hopper, where the 32-query blocks use mma.sync).
 """
 
 import math
@@ -65,6 +67,16 @@ def test_attention_llada(cuda_device, tolerance, num_seqs, num_kv_heads):
     ref_low = attention_ref(q, k, v, cu_q, cu_k)
     ref_32 = attention_ref(q.float(), k.float(), v.float(), cu_q, cu_k)
     tolerance(f"attention B{num_seqs} Hkv{num_kv_heads}", out, ref_low, ref_32)
+
+
+@pytest.mark.parametrize("canvases", [[4096], [256, 1031, 2048, 97]])
+def test_attention_llada_canvas(cuda_device, tolerance, canvases):
+    cu = torch.tensor([0] + torch.tensor(canvases).cumsum(0).tolist(), dtype=torch.int32, device=cuda_device)
+    q, k, v = (torch.randn(sum(canvases), 32, 128, device=cuda_device).to(BF16) for _ in range(3))
+    out = attention(q, k, v, cu, cu)
+    ref_low = attention_ref(q, k, v, cu, cu)
+    ref_32 = attention_ref(q.float(), k.float(), v.float(), cu, cu)
+    tolerance(f"attention canvases {canvases}", out, ref_low, ref_32)
 
 
 @pytest.mark.parametrize("with_cfg", [False, True])
