@@ -69,6 +69,9 @@ run_step "bench_attention --sweep" 150 "$PY" benchmarks/kernels/bench_attention.
 run_step "pytest -m interpreter (compiled)" 90 "$PY" -m pytest -m interpreter tests/kernels -q \
     -p no:cacheprovider --junitxml="$OUT_DIR/interpreter_tier_on_gpu.xml"
 
+# Goals verdicts from the benchmark CSVs (cheap: runs even past the budget).
+"$PY" benchmarks/kernels/goals.py "$OUT_DIR" >>"$LOG" 2>&1 || echo "goals.py failed" | tee -a "$LOG"
+
 {
     echo "# Kernel GPU check"
     echo
@@ -79,6 +82,7 @@ run_step "pytest -m interpreter (compiled)" 90 "$PY" -m pytest -m interpreter te
     echo "|---|---|---|"
     printf '%s\n' "${STEPS[@]}"
     echo
+    [ -f "$OUT_DIR/goals.md" ] && { cat "$OUT_DIR/goals.md"; echo; }
     for md in "$OUT_DIR"/bench_*.md "$OUT_DIR"/offline_gpu_*.md; do
         [ -f "$md" ] && { cat "$md"; echo; }
     done
