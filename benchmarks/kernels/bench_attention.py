@@ -53,7 +53,7 @@ def triton_variants(num_q, total_k, num_seqs, sweep):
     """(row name, num_splits, config) of the Triton runs: what the model runs, plus 'no split' when
     it splits; with `sweep`, each swept config at the split count the launcher picks."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    default = launch_config(num_q, num_seqs, HEAD_DIM)
+    default = launch_config(num_q, num_seqs, HEAD_DIM, torch.bfloat16)
     splits = choose_num_splits(num_q, total_k, num_seqs, HEADS, default.block_m, sms)
     tag = f"[{splits} splits]" if splits > 1 else ""
     if sweep is None:

@@ -83,11 +83,19 @@ def test_attention_other_tiles(device, tolerance, config):
 
 
 def test_launch_config():
+    bf16, fp32 = torch.bfloat16, torch.float32
     # a 32-token block per sequence (cached step) vs a whole canvas (exact step), LLaDA-8B head_dim
-    assert launch_config(8 * 32, 8, 128) == LaunchConfig(block_m=32, block_n=64, block_d=128, block_b=16)
-    assert launch_config(1024, 1, 128).block_m == 64
-    assert launch_config(8, 1, 40).block_d == 64 and launch_config(8, 1, 40).block_m == 16
-    assert launch_config(64 * 32, 64, 256).block_n == 32 and launch_config(64 * 32, 64, 256).block_b == 64
+    assert launch_config(8 * 32, 8, 128, bf16) == LaunchConfig(
+        block_m=32, block_n=64, block_d=128, block_b=16
+    )
+    assert launch_config(1024, 1, 128, bf16).block_m == 64
+    assert launch_config(8, 1, 40, bf16).block_d == 64 and launch_config(8, 1, 40, bf16).block_m == 16
+    wide = launch_config(64 * 1024, 64, 256, bf16)
+    assert (wide.block_m, wide.block_n, wide.block_b, wide.num_warps) == (64, 32, 64, 8)
+    # fp32: half the keys per step, 8 warps from 64 x 128 tiles, no 64-row tiles at head_dim 256
+    assert launch_config(8 * 32, 8, 128, fp32) == LaunchConfig(32, 32, 128, 16, num_warps=4)
+    assert launch_config(8 * 1024, 8, 128, fp32).num_warps == 8
+    assert launch_config(1024, 1, 256, fp32).block_m == 32 and launch_config(1024, 1, 256, fp32).block_n == 16
 
 
 def test_choose_num_splits():
