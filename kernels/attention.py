@@ -34,6 +34,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from kernels import _device
 from kernels._cast import INTERPRET, cast_rne
 
 
@@ -259,17 +260,6 @@ def launch_config(num_q: int, num_seqs: int, head_dim: int, dtype: torch.dtype) 
     )
 
 
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 0
-    if device not in _SM_COUNTS:
-        _SM_COUNTS[device] = torch.cuda.get_device_properties(device).multi_processor_count
-    return _SM_COUNTS[device]
-
-
-_SM_COUNTS: dict[torch.device, int] = {}
-
-
 def choose_num_splits(
     num_q: int, num_k: int, num_seqs: int, num_heads: int, block_m: int, sm_count: int
 ) -> int:
@@ -323,7 +313,9 @@ def attention(
     cfg = launch_config(num_q, num_seqs, head_dim, q.dtype) if config is None else config
     assert cfg.block_d >= head_dim and cfg.block_b >= num_seqs, f"{cfg} too small for these shapes"
     if num_splits is None:
-        num_splits = choose_num_splits(num_q, num_k, num_seqs, num_heads, cfg.block_m, _sm_count(q.device))
+        num_splits = choose_num_splits(
+            num_q, num_k, num_seqs, num_heads, cfg.block_m, _device.sm_count(q.device)
+        )
     assert 1 <= num_splits <= 64, f"num_splits must be in 1..64, got {num_splits}"
     if num_splits > 1:
         target = torch.empty((num_splits, num_q, num_heads, head_dim), dtype=torch.float32, device=q.device)

@@ -21,7 +21,13 @@ upper tail of the race, which decides the winner among ~1e5 columns, is not trun
 it would be with a plain fp32 uniform. Philox counters are (seed = seeds[r], offset = column), so the
 draw does not depend on BLOCK_V or the launch shape, and the same seeds give the same tokens. The
 kernel draws from the same distribution as the reference, not the same samples.
-Limits: V < 2^31; logits/uncond fp32, fp16 or bf16 with unit stride along V; noise is fp32-grade.
+Split rows: few rows (a 32-token block of one sequence) would leave most SMs idle while each program
+streams a whole 126k-column row, so then (`choose_head_splits`, from shapes only) each row's
+vocabulary is also split into NUM_SPLITS BLOCK_V-aligned ranges whose programs store partial (m, s,
+key, logit, index), and `_combine_head_splits_kernel` merges them: the same chunks and keys, so the
+same tokens as one program per row (first index on ties), and probabilities equal up to rounding.
+Limits: V < 2^31; logits/uncond fp32, fp16 or bf16 with unit stride along V; noise is fp32-grade;
+at most 64 splits.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import _device
 from kernels._cast import INTERPRET
 
 
@@ -91,16 +98,23 @@ def _sample_head_kernel(
     UNCOND,  # [R, V] (unused unless HAS_UNCOND)
     TEMP,  # [R] fp32
     SEEDS,  # [R] int64
-    TOKENS,  # [R] int64 out
-    PROBS,  # [R] fp32 out
+    TOKENS,  # [R] int64 out (NUM_SPLITS == 1)
+    PROBS,  # [R] fp32 out (NUM_SPLITS == 1)
+    PART,  # [R, NUM_SPLITS, 4] fp32 out: max, sum-exp, best key, its logit (NUM_SPLITS > 1)
+    PART_IDX,  # [R, NUM_SPLITS] int32 out: best index (NUM_SPLITS > 1)
     V,
     STRIDE_L,
     STRIDE_U,
     CFG_W1,  # cfg_scale + 1
     HAS_UNCOND: tl.constexpr,
     BLOCK_V: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1)
+    share = tl.cdiv(tl.cdiv(V, NUM_SPLITS), BLOCK_V) * BLOCK_V  # whole chunks: the same as unsplit
+    col_start = split * share
+    col_end = tl.minimum(col_start + share, V)
     temp = tl.load(TEMP + row)
     seed = tl.load(SEEDS + row)
     is_sample = temp > 0.0
@@ -112,9 +126,9 @@ def _sample_head_kernel(
     best_key = tl.full((), neg_inf, tl.float32)
     best_l = tl.full((), neg_inf, tl.float32)
     best_idx = tl.full((), 0, tl.int32)
-    for start in range(0, V, BLOCK_V):
+    for start in range(col_start, col_end, BLOCK_V):
         cols = start + offs
-        mask = cols < V
+        mask = cols < col_end
         lg = tl.load(LOGITS + row * STRIDE_L + cols, mask=mask, other=neg_inf).to(tl.float32)
         if HAS_UNCOND:
             u = tl.load(UNCOND + row * STRIDE_U + cols, mask=mask, other=neg_inf).to(tl.float32)
@@ -137,8 +151,54 @@ def _sample_head_kernel(
         best_idx = tl.where(better, start + chunk_idx, best_idx)
         best_l = tl.where(better, chunk_l, best_l)
         best_key = tl.where(better, chunk_key, best_key)
-    tl.store(TOKENS + row, best_idx.to(tl.int64))
-    tl.store(PROBS + row, tl.exp(best_l - m) / s)
+    if NUM_SPLITS > 1:
+        part = PART + (row * NUM_SPLITS + split) * 4
+        tl.store(part, m)
+        tl.store(part + 1, s)
+        tl.store(part + 2, best_key)
+        tl.store(part + 3, best_l)
+        tl.store(PART_IDX + row * NUM_SPLITS + split, best_idx)
+    else:
+        tl.store(TOKENS + row, best_idx.to(tl.int64))
+        tl.store(PROBS + row, tl.exp(best_l - m) / s)
+
+
+@triton.jit
+def _combine_head_splits_kernel(
+    PART,  # [R, NUM_SPLITS, 4] fp32: max, sum-exp, best key, its logit
+    PART_IDX,  # [R, NUM_SPLITS] int32
+    TOKENS,  # [R] int64 out
+    PROBS,  # [R] fp32 out
+    NUM_SPLITS: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    """One row per program: the first split with the largest key wins; the sum-exps are rescaled to
+    the row's max. A split that saw only banned (-inf) columns, or none, has s = 0 and key -inf."""
+    row = tl.program_id(0).to(tl.int64)
+    splits = tl.arange(0, BLOCK_S)
+    valid = splits < NUM_SPLITS
+    part = PART + (row * NUM_SPLITS + splits) * 4
+    neg_inf = float("-inf")
+    m = tl.load(part, mask=valid, other=neg_inf)
+    s = tl.load(part + 1, mask=valid, other=0.0)
+    key = tl.load(part + 2, mask=valid, other=neg_inf)
+    best_l = tl.load(part + 3, mask=valid, other=neg_inf)
+    idx = tl.load(PART_IDX + row * NUM_SPLITS + splits, mask=valid, other=0)
+    m_row = tl.max(m, 0)
+    total = tl.sum(tl.where(s > 0.0, s * tl.exp(m - m_row), 0.0), 0)
+    win = splits == tl.argmax(key, 0)  # first index on ties
+    tl.store(TOKENS + row, tl.sum(tl.where(win, idx, 0), 0).to(tl.int64))
+    tl.store(PROBS + row, tl.exp(tl.sum(tl.where(win, best_l, 0.0), 0) - m_row) / total)
+
+
+def choose_head_splits(num_rows: int, vocab: int, block_v: int, sm_count: int) -> int:
+    """Split each row's vocabulary across programs when the rows alone cannot fill the GPU: about
+    two programs per SM, each with at least 4 chunks of BLOCK_V, at most 16 splits. Shapes only."""
+    if sm_count == 0 or num_rows == 0:
+        return 1
+    by_fill = triton.cdiv(2 * sm_count, num_rows)
+    by_work = triton.cdiv(vocab, block_v) // 4
+    return max(1, min(16, by_fill, by_work))
 
 
 def sample_head(
@@ -147,8 +207,13 @@ def sample_head(
     seeds: torch.Tensor,
     uncond: torch.Tensor | None = None,
     cfg_scale: float = 0.0,
+    num_splits: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton version of `sample_head_ref` (same distribution, not the same draws)."""
+    """Triton version of `sample_head_ref` (same distribution, not the same draws).
+
+    num_splits: vocabulary splits per row (None: `choose_head_splits` on the device's SM count; 1 on
+    CPU). With more than one, partials go to a small fp32 workspace and a second kernel merges them.
+    """
     assert logits.dim() == 2, f"logits must be [R, V], got {tuple(logits.shape)}"
     num_rows, vocab = logits.shape
     assert logits.dtype in (torch.float32, torch.float16, torch.bfloat16), logits.dtype
@@ -161,24 +226,46 @@ def sample_head(
     if uncond is not None:
         assert uncond.shape == logits.shape and uncond.dtype == logits.dtype, "uncond must match logits"
         assert uncond.stride(1) == 1 and uncond.device == logits.device
-    tokens = torch.empty(num_rows, dtype=torch.int64, device=logits.device)
-    probs = torch.empty(num_rows, dtype=torch.float32, device=logits.device)
+    device = logits.device
+    tokens = torch.empty(num_rows, dtype=torch.int64, device=device)
+    probs = torch.empty(num_rows, dtype=torch.float32, device=device)
     if num_rows == 0:
         return tokens, probs
     block_v = min(512 if INTERPRET else 2048, triton.next_power_of_2(vocab))
-    _sample_head_kernel[(num_rows,)](
+    if num_splits is None:
+        num_splits = choose_head_splits(num_rows, vocab, block_v, _device.sm_count(device))
+    assert 1 <= num_splits <= 64, f"num_splits must be in 1..64, got {num_splits}"
+    if num_splits > 1:
+        part = torch.empty((num_rows, num_splits, 4), dtype=torch.float32, device=device)
+        part_idx = torch.empty((num_rows, num_splits), dtype=torch.int32, device=device)
+    else:
+        part, part_idx = probs, probs  # unused
+    _sample_head_kernel[(num_rows, num_splits)](
         logits,
         logits if uncond is None else uncond,
         temperature,
         seeds,
         tokens,
         probs,
+        part,
+        part_idx,
         vocab,
         logits.stride(0),
         logits.stride(0) if uncond is None else uncond.stride(0),
         float(cfg_scale) + 1.0,
         HAS_UNCOND=uncond is not None,
         BLOCK_V=block_v,
+        NUM_SPLITS=num_splits,
         num_warps=8 if block_v >= 2048 else 4,
     )
+    if num_splits > 1:
+        _combine_head_splits_kernel[(num_rows,)](
+            part,
+            part_idx,
+            tokens,
+            probs,
+            NUM_SPLITS=num_splits,
+            BLOCK_S=max(2, triton.next_power_of_2(num_splits)),
+            num_warps=1,
+        )
     return tokens, probs

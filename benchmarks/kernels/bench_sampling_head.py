@@ -1,6 +1,8 @@
 """Sampling head over LLaDA's 126464-token vocabulary, bf16 logits: fused Triton pass vs the float64
 path of LLaDA's published sampler (Gumbel noise in float64 over [R, V], argmax, fp32 softmax for the
 confidence, gather). Time and peak extra memory per call; TB/s counts only the logits read once.
+`triton_fused` splits each row's vocabulary as the launcher chooses (`splits` column); where that is
+more than one, `triton_fused[no split]` is one program per row, for comparison.
 """
 
 import functools
@@ -8,7 +10,7 @@ import functools
 import torch
 from _common import H200_COPY_TBPS, Report, bench_ms, peak_mem_mb, tbps
 
-from kernels.sampling_head import sample_head
+from kernels.sampling_head import choose_head_splits, sample_head
 
 VOCAB = 126464
 
@@ -32,8 +34,19 @@ def llada_float64(logits, temperature, uncond=None, cfg_scale=0.0):
 def main() -> None:
     report = Report(
         "bench_sampling_head",
-        ["rows", "mode", "impl", "ms", "peak_extra_MiB", "TB/s", "frac_measured_copy", "frac_h200_copy"],
+        [
+            "rows",
+            "mode",
+            "impl",
+            "splits",
+            "ms",
+            "peak_extra_MiB",
+            "TB/s",
+            "frac_measured_copy",
+            "frac_h200_copy",
+        ],
     )
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     for rows in (32, 256, 2048):
         logits = torch.randn(rows, VOCAB, device="cuda", dtype=torch.bfloat16) * 3
         uncond = torch.randn_like(logits) * 3
@@ -46,11 +59,13 @@ def main() -> None:
             temp = torch.full((rows,), temp_value, device="cuda")
             un = uncond if with_cfg else None
             num_bytes = logits.numel() * 2 * (2 if with_cfg else 1)
-            impls = {
-                "triton_fused": functools.partial(sample_head, logits, temp, seeds, un, 1.0),
-                "llada_float64": functools.partial(llada_float64, logits, temp, un, 1.0),
-            }
-            for name, fn in impls.items():
+            splits = choose_head_splits(rows, VOCAB, 2048, sms)
+            impls = {"triton_fused": (functools.partial(sample_head, logits, temp, seeds, un, 1.0), splits)}
+            if splits > 1:
+                no_split = functools.partial(sample_head, logits, temp, seeds, un, 1.0, num_splits=1)
+                impls["triton_fused[no split]"] = (no_split, 1)
+            impls["llada_float64"] = (functools.partial(llada_float64, logits, temp, un, 1.0), None)
+            for name, (fn, num_splits) in impls.items():
                 try:
                     mem = peak_mem_mb(fn)
                     ms = bench_ms(fn)
@@ -63,6 +78,7 @@ def main() -> None:
                     rows=rows,
                     mode=mode,
                     impl=name,
+                    splits=num_splits,
                     ms=ms,
                     peak_extra_MiB=mem,
                     **{"TB/s": bw},

@@ -14,7 +14,7 @@ import torch
 from kernels.attention import attention, attention_ref
 from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import rotary, rotary_ref
-from kernels.sampling_head import sample_head, sample_head_ref
+from kernels.sampling_head import choose_head_splits, sample_head, sample_head_ref
 from kernels.swiglu import swiglu, swiglu_ref
 
 pytestmark = pytest.mark.gpu
@@ -93,6 +93,23 @@ def test_sampling_head_greedy_llada(cuda_device, with_cfg):
     ref_tokens, ref_probs = sample_head_ref(logits, temp, seeds, uncond, 1.0)
     assert tokens.tolist() == ref_tokens.tolist()
     torch.testing.assert_close(probs, ref_probs, rtol=5e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("with_cfg", [False, True])
+def test_sampling_head_split_rows_llada(cuda_device, with_cfg):
+    """One sequence's 32-token block: the vocabulary split as the launcher chooses gives the tokens of
+    one program per row, greedy and sampled."""
+    rows = 32
+    sms = torch.cuda.get_device_properties(cuda_device).multi_processor_count
+    assert choose_head_splits(rows, VOCAB, 2048, sms) > 1  # the split path is what runs
+    logits = (torch.randn(rows, VOCAB, device=cuda_device) * 3).to(BF16)
+    uncond = (torch.randn(rows, VOCAB, device=cuda_device) * 3).to(BF16) if with_cfg else None
+    temp = torch.tensor([0.0, 0.8] * (rows // 2), device=cuda_device)
+    seeds = torch.arange(rows, device=cuda_device) + 7
+    tokens, probs = sample_head(logits, temp, seeds, uncond, 1.0)
+    one_tokens, one_probs = sample_head(logits, temp, seeds, uncond, 1.0, num_splits=1)
+    assert tokens.tolist() == one_tokens.tolist()
+    torch.testing.assert_close(probs, one_probs, rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("temp", [1.0, 0.5])

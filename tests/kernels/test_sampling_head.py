@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kernels.sampling_head import sample_head, sample_head_ref
+from kernels.sampling_head import choose_head_splits, sample_head, sample_head_ref
 
 pytestmark = [
     pytest.mark.interpreter,
@@ -82,6 +82,40 @@ def test_cfg_greedy_matches_reference(device, cfg_scale):
     assert tokens.tolist() == ref_tokens.tolist()
     assert int(tokens[0]) != 5
     torch.testing.assert_close(probs, ref_probs, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("num_splits", [2, 3, 7])
+@pytest.mark.parametrize("with_cfg", [False, True])
+def test_split_rows_give_the_same_tokens(device, num_splits, with_cfg):
+    """Vocabulary split across programs and merged: the same tokens as one program per row (greedy
+    and sampled rows), probabilities equal up to rounding. At the interpreter's 512-column chunks,
+    3000 columns make 6 chunks: 7 splits leave one empty."""
+    num_rows, vocab = 6, 3000
+    logits = (torch.randn(num_rows, vocab, device=device) * 3).bfloat16()
+    logits[0, 2999] = 40.0  # winner in the last, partial chunk
+    logits[1, 100] = logits[1, 2600] = 40.0  # tie across splits: the first index wins
+    logits[2, 512:1024] = NEG_INF  # a whole split range banned
+    uncond = (torch.randn(num_rows, vocab, device=device) * 3).bfloat16() if with_cfg else None
+    if with_cfg:
+        uncond[2, 512:1024] = NEG_INF
+        uncond[0, 2999] = uncond[1, 100] = uncond[1, 2600] = 40.0
+    temperature = torch.tensor([0.0, 0.0, 0.0, 0.7, 1.0, 1.3], device=device)
+    seeds = torch.arange(100, 100 + num_rows, device=device)
+    one_tokens, one_probs = sample_head(logits, temperature, seeds, uncond, 1.0, num_splits=1)
+    tokens, probs = sample_head(logits, temperature, seeds, uncond, 1.0, num_splits=num_splits)
+    assert tokens.tolist() == one_tokens.tolist()
+    assert tokens[:3].tolist() == [2999, 100, sample_head_ref(logits, temperature, seeds, uncond, 1.0)[0][2]]
+    torch.testing.assert_close(probs, one_probs, rtol=1e-5, atol=1e-8)
+
+
+def test_choose_head_splits():
+    # one sequence's 32-token block over LLaDA's vocabulary on a 132-SM GPU: 9 splits
+    assert choose_head_splits(32, 126464, 2048, 132) == 9
+    assert choose_head_splits(256, 126464, 2048, 132) == 2
+    assert choose_head_splits(2048, 126464, 2048, 132) == 1
+    assert choose_head_splits(1, 126464, 2048, 132) == 15  # at least 4 chunks per split
+    assert choose_head_splits(1, 4096, 2048, 132) == 1  # too small to split
+    assert choose_head_splits(32, 126464, 2048, 0) == 1  # no GPU
 
 
 def test_sampling_is_reproducible_and_seeded(device):
