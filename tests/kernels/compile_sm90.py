@@ -6,7 +6,9 @@ launch is captured instead of run, then bound and specialised the way Triton's J
 (pointers and ints that are multiples of 16 get `tt.divisibility=16`, ints equal to 1 become
 constants: without that the loads neither vectorise nor pipeline and the listing would not be the
 GPU's), compiled for sm_90a by Triton's NVIDIA back end, and the PTX is run through the bundled
-`ptxas -v` for registers and spills.
+`ptxas -v` for registers and spills. Binding and specialising use Triton 3.6's JIT internals
+(`create_function_from_signature`, `JITFunction._pack_args`): a Triton upgrade that moves them makes
+this check fail loudly rather than pass.
 
 Fails on what the interpreter lets through (tile shapes, tl.dot constraints, loop-carried types,
 shared memory) and on what would only make a kernel slow: spills to local memory, an attention loop
