@@ -234,6 +234,7 @@ def cases():
 
 
 def main() -> int:
+    print(f"# triton {triton.__version__}, torch {torch.__version__}, sm_90a, ptxas {get_ptxas(90).version}")
     ok = True
     for name, mode, launch_with_meta in cases():
         with captured_launches() as launches:
