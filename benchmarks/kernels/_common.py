@@ -4,6 +4,10 @@ Roofs (DESIGN.md section 4, measured on the lent H200): copy bandwidth 4.28 TB/s
 800 TFLOP/s. Each run also measures this device's copy bandwidth, and reports fractions of both.
 Results go to $BENCH_OUT (else $OUT, else benchmarks/results) as <name>.csv and <name>.md, each
 naming the device.
+
+Smoke mode (`BENCH_SMOKE=1 TRITON_INTERPRET=1`, what CI runs): tiny shapes on the CPU, the Triton
+kernels interpreted, a pretend 8-SM device so the split launches run, wall-clock timing, no memory
+figures. It checks that every benchmark runs end to end and writes its tables; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ import triton
 
 H200_COPY_TBPS = 4.28
 H200_BF16_TFLOPS = 800.0
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+DEVICE = "cpu" if SMOKE else "cuda"
+
+
+def pick(full, smoke):
+    """The benchmark's sizes, or the smoke run's."""
+    return smoke if SMOKE else full
 
 
 def out_dir() -> Path:
@@ -32,23 +43,46 @@ def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor()})"
 
 
+def sm_count() -> int:
+    return 8 if SMOKE else torch.cuda.get_device_properties(0).multi_processor_count
+
+
+def synchronize() -> None:
+    if not SMOKE:
+        torch.cuda.synchronize()
+
+
+def empty_cache() -> None:
+    if not SMOKE:
+        torch.cuda.empty_cache()
+
+
 def bench_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     """Median time of fn() in milliseconds (CUDA graphs not used; L2 flushed by do_bench)."""
+    if SMOKE:  # one call: the figure is not used, the run is
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
 def measure_copy_tbps() -> float:
-    """Device-to-device copy of 1 GiB: (read + write) bytes / time, TB/s."""
-    src = torch.empty(2**29, dtype=torch.bfloat16, device="cuda").uniform_()
+    """Device-to-device copy of 1 GiB (16 MiB in a smoke run): (read + write) bytes / time, TB/s."""
+    num_bytes = pick(2**30, 2**24)
+    src = torch.empty(num_bytes // 2, dtype=torch.bfloat16, device=DEVICE).uniform_()
     dst = torch.empty_like(src)
     ms = bench_ms(functools.partial(dst.copy_, src))
     del src, dst
-    torch.cuda.empty_cache()
-    return 2 * 2**30 / (ms * 1e-3) / 1e12
+    empty_cache()
+    return 2 * num_bytes / (ms * 1e-3) / 1e12
 
 
 def peak_mem_mb(fn) -> float:
-    """Extra peak allocated memory of one fn() call above what was allocated before it, MiB."""
+    """Extra peak allocated memory of one fn() call above what was allocated before it, MiB (NaN in a
+    smoke run: the CPU allocator keeps no peak)."""
+    if SMOKE:
+        fn()
+        return float("nan")
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()

@@ -17,11 +17,23 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from _common import H200_BF16_TFLOPS, H200_COPY_TBPS, Report, bench_ms, tbps, tflops
+from _common import (
+    DEVICE,
+    H200_BF16_TFLOPS,
+    H200_COPY_TBPS,
+    Report,
+    bench_ms,
+    empty_cache,
+    pick,
+    sm_count,
+    synchronize,
+    tbps,
+    tflops,
+)
 
 from kernels.attention import attention, choose_num_splits, launch_config
 
-HEADS, HEAD_DIM, QUERIES = 32, 128, 32
+HEADS, HEAD_DIM, QUERIES = pick((32, 128, 32), (2, 64, 5))
 BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
 # (block_m, block_n, num_warps, num_stages); None keeps launch_config's block_m. All compile for
 # sm_90 without spills (checked with tests/kernels/compile_sm90.py's harness).
@@ -41,7 +53,7 @@ def best_sdpa(q, k, v, mask):
         try:
             with sdpa_kernel(backend):
                 F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-                torch.cuda.synchronize()
+                synchronize()
                 ms = bench_ms(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
         except Exception:  # backend does not support this case (mask, shape): try the next
             continue
@@ -52,7 +64,7 @@ def best_sdpa(q, k, v, mask):
 def triton_variants(num_q, total_k, num_seqs, sweep):
     """(row name, num_splits, config) of the Triton runs: what the model runs, plus 'no split' when
     it splits; with `sweep`, each swept config at the split count the launcher picks."""
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    sms = sm_count()
     default = launch_config(num_q, num_seqs, HEAD_DIM, torch.bfloat16)
     splits = choose_num_splits(num_q, total_k, num_seqs, HEADS, default.block_m, sms)
     tag = f"[{splits} splits]" if splits > 1 else ""
@@ -70,7 +82,7 @@ def triton_variants(num_q, total_k, num_seqs, sweep):
 
 
 def run_case(report: Report, num_seqs: int, k_lens: list[int], label: str, queries=QUERIES, sweep=None):
-    dev = "cuda"
+    dev = DEVICE
     total_k, max_k = sum(k_lens), max(k_lens)
     cu_q = torch.arange(0, (num_seqs + 1) * queries, queries, dtype=torch.int32, device=dev)
     cu_k = torch.tensor([0] + torch.tensor(k_lens).cumsum(0).tolist(), dtype=torch.int32, device=dev)
@@ -123,21 +135,23 @@ def main() -> None:
     columns = ["batch", "queries", "keys", "impl", "ms", "TB/s", "TFLOP/s"]
     columns += ["frac_measured_copy", "frac_h200_copy", "frac_bf16_matmul"]
     report = Report("bench_attention_sweep" if sweep else "bench_attention", columns)
+    short_keys, long_keys = pick((64, 4096), (9, 1100))
+    canvases = pick(((8, 1024), (1, 4096)), ((2, 40),))
     if sweep:
-        for num_seqs in (1, 8, 64):
-            run_case(report, num_seqs, [4096] * num_seqs, "4096", sweep=BLOCK_SWEEP)
-        for num_seqs, canvas in ((8, 1024), (1, 4096)):
+        for num_seqs in pick((1, 8, 64), (1,)):
+            run_case(report, num_seqs, [long_keys] * num_seqs, str(long_keys), sweep=BLOCK_SWEEP)
+        for num_seqs, canvas in canvases:
             run_case(report, num_seqs, [canvas] * num_seqs, f"canvas {canvas}", canvas, CANVAS_SWEEP)
         report.save()
         return
-    for num_seqs in (1, 8, 32, 64):
-        for keys in (64, 512, 1024, 4096):
+    for num_seqs in pick((1, 8, 32, 64), (1, 3)):
+        for keys in pick((short_keys, 512, 1024, long_keys), (short_keys, long_keys)):
             run_case(report, num_seqs, [keys] * num_seqs, str(keys))
-        torch.cuda.empty_cache()
-    for num_seqs in (8, 64):
-        k_lens = torch.linspace(64, 4096, num_seqs).round().long().tolist()
-        run_case(report, num_seqs, k_lens, "mixed 64..4096")
-    for num_seqs, canvas in ((8, 1024), (1, 4096)):
+        empty_cache()
+    for num_seqs in pick((8, 64), (3,)):
+        k_lens = torch.linspace(short_keys, long_keys, num_seqs).round().long().tolist()
+        run_case(report, num_seqs, k_lens, f"mixed {short_keys}..{long_keys}")
+    for num_seqs, canvas in canvases:
         run_case(report, num_seqs, [canvas] * num_seqs, f"canvas {canvas}", queries=canvas)
     report.save()
 

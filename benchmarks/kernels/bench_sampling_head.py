@@ -8,11 +8,11 @@ more than one, `triton_fused[no split]` is one program per row, for comparison.
 import functools
 
 import torch
-from _common import H200_COPY_TBPS, Report, bench_ms, peak_mem_mb, tbps
+from _common import DEVICE, H200_COPY_TBPS, Report, bench_ms, empty_cache, peak_mem_mb, pick, sm_count, tbps
 
 from kernels.sampling_head import choose_head_splits, sample_head
 
-VOCAB = 126464
+VOCAB = pick(126464, 20000)
 
 
 def llada_float64(logits, temperature, uncond=None, cfg_scale=0.0):
@@ -46,21 +46,21 @@ def main() -> None:
             "frac_h200_copy",
         ],
     )
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    for rows in (32, 256, 2048):
-        logits = torch.randn(rows, VOCAB, device="cuda", dtype=torch.bfloat16) * 3
+    for rows in pick((32, 256, 2048), (2,)):
+        logits = torch.randn(rows, VOCAB, device=DEVICE, dtype=torch.bfloat16) * 3
         uncond = torch.randn_like(logits) * 3
-        seeds = torch.arange(rows, device="cuda")
+        seeds = torch.arange(rows, device=DEVICE)
         for mode, temp_value, with_cfg in (
             ("greedy", 0.0, False),
             ("T=0.7", 0.7, False),
             ("T=0.7+cfg", 0.7, True),
         ):
-            temp = torch.full((rows,), temp_value, device="cuda")
+            temp = torch.full((rows,), temp_value, device=DEVICE)
             un = uncond if with_cfg else None
             num_bytes = logits.numel() * 2 * (2 if with_cfg else 1)
-            splits = choose_head_splits(rows, VOCAB, 2048, sms)
-            impls = {"triton_fused": (functools.partial(sample_head, logits, temp, seeds, un, 1.0), splits)}
+            splits = choose_head_splits(rows, VOCAB, 2048, sm_count())  # as the launcher on this GPU
+            fused = functools.partial(sample_head, logits, temp, seeds, un, 1.0, num_splits=splits)
+            impls = {"triton_fused": (fused, splits)}
             if splits > 1:
                 no_split = functools.partial(sample_head, logits, temp, seeds, un, 1.0, num_splits=1)
                 impls["triton_fused[no split]"] = (no_split, 1)
@@ -71,7 +71,7 @@ def main() -> None:
                     ms = bench_ms(fn)
                 except Exception as exc:  # e.g. out of memory in the float64 path
                     print(f"  {name} rows={rows} {mode} failed: {type(exc).__name__}: {exc}")
-                    torch.cuda.empty_cache()
+                    empty_cache()
                     continue
                 bw = tbps(num_bytes, ms)
                 report.add(
@@ -86,7 +86,7 @@ def main() -> None:
                     frac_h200_copy=bw / H200_COPY_TBPS,
                 )
         del logits, uncond
-        torch.cuda.empty_cache()
+        empty_cache()
     report.save()
 
 
