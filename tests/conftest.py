@@ -1,10 +1,13 @@
-"""Shared fixtures: tiny random checkpoints written in exactly the LLaDA layout.
+"""Shared fixtures: tiny random checkpoints written in exactly the LLaDA layout; the goals module.
 
 Triton decides at decoration time whether to interpret, so TRITON_INTERPRET is set here, before any
 test module imports kernels/, whenever no CUDA device is present.
 """
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,3 +46,13 @@ def write_tiny_checkpoint(out_dir, *, seed: int = 0, generation_config: dict | N
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_llada"))
+
+
+@pytest.fixture(scope="session")
+def bench_goals():
+    """benchmarks/kernels/goals.py as a module (benchmarks/ is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kernels" / "goals.py"
+    spec = importlib.util.spec_from_file_location("bench_goals", path)
+    module = sys.modules["bench_goals"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

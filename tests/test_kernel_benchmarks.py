@@ -2,7 +2,6 @@
 write tables that benchmarks/kernels/goals.py reads: what a GPU run will do, minus the figures."""
 
 import csv
-import importlib.util
 import os
 import subprocess
 import sys
@@ -72,11 +71,8 @@ def test_every_benchmark_writes_its_rows(smoke_results):
         assert (smoke_results / f"{name}.md").read_text().startswith(f"### {name}")
 
 
-def test_goals_read_the_benchmark_tables(smoke_results):
-    spec = importlib.util.spec_from_file_location("bench_goals_smoke", BENCH / "goals.py")
-    goals = sys.modules["bench_goals_smoke"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(goals)
-    kinds = {v.goal for v in goals.judge(smoke_results)}
+def test_goals_read_the_benchmark_tables(smoke_results, bench_goals):
+    kinds = {v.goal for v in bench_goals.judge(smoke_results)}
     assert kinds == {
         "attention speed vs SDPA (x)",
         "rms_norm fraction of copy bandwidth",

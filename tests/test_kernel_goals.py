@@ -5,16 +5,9 @@ and the benchmark's columns); the figures are made up to sit on either side of e
 """
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_goals", ROOT / "benchmarks" / "kernels" / "goals.py")
-goals = sys.modules["bench_goals"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(goals)
 
 DEVICE = "NVIDIA H200"
 
@@ -82,8 +75,8 @@ def results(tmp_path):
     return tmp_path
 
 
-def test_goals_judged_from_benchmark_csvs(results):
-    verdicts = {(v.goal, v.workload): v for v in goals.judge(results)}
+def test_goals_judged_from_benchmark_csvs(results, bench_goals):
+    verdicts = {(v.goal, v.workload): v for v in bench_goals.judge(results)}
     speed = verdicts[("attention speed vs SDPA (x)", "B=1, 32 queries vs 4096 keys")]
     assert speed.figure == pytest.approx(2.0) and speed.met  # the split run, not the unsplit one
     assert not verdicts[("attention speed vs SDPA (x)", "B=64, 32 queries vs 4096 keys")].met  # 1.1x
@@ -104,14 +97,14 @@ def test_goals_judged_from_benchmark_csvs(results):
     assert lean.figure == pytest.approx(70000) and lean.met
 
 
-def test_goals_markdown_counts_and_names_the_device(results):
-    assert goals.main([str(results)]) == 0
+def test_goals_markdown_counts_and_names_the_device(results, bench_goals):
+    assert bench_goals.main([str(results)]) == 0
     text = (results / "goals.md").read_text()
     # judged: 3 attention speeds, 2 roof fractions, rms_norm 8192, swiglu 8192, 2 sampling figures
     assert f"On {DEVICE}: 4 of 9 judged figures meet their goal." in text
     assert "| rms_norm fraction of copy bandwidth | 32 rows | 0.05 | 0.7 | (listed) |" in text
 
 
-def test_goals_without_results(tmp_path):
-    assert goals.judge(tmp_path) == []
-    assert "0 of 0 judged figures" in goals.to_markdown([], goals.device_of(tmp_path))
+def test_goals_without_results(tmp_path, bench_goals):
+    assert bench_goals.judge(tmp_path) == []
+    assert "0 of 0 judged figures" in bench_goals.to_markdown([], bench_goals.device_of(tmp_path))
