@@ -266,13 +266,10 @@ def choose_num_splits(
     """Split each sequence's keys across programs when the query blocks alone cannot fill the GPU:
     aim for about two programs per SM, each with at least 512 keys, at most 16 splits. Uses shapes
     only (average keys per sequence), so no host sync."""
-    if sm_count == 0 or num_seqs == 0:
+    if num_seqs == 0:
         return 1
     programs = triton.cdiv(num_q, block_m) * num_heads
-    keys_per_seq = num_k // num_seqs
-    by_work = keys_per_seq // 512
-    by_fill = triton.cdiv(2 * sm_count, programs)
-    return max(1, min(16, by_work, by_fill))
+    return _device.splits_to_fill(programs, (num_k // num_seqs) // 512, sm_count)
 
 
 def attention(

@@ -39,6 +39,8 @@ import triton.language as tl
 from kernels import _device
 from kernels._cast import INTERPRET
 
+BLOCK_V = 2048  # vocabulary columns per loop step on a GPU (512 under the interpreter)
+
 
 def _cfg_logits(logits: torch.Tensor, uncond: torch.Tensor | None, cfg_scale: float) -> torch.Tensor:
     """[R, V] fp32 guided logits; columns that are -inf in either input stay -inf."""
@@ -194,11 +196,7 @@ def _combine_head_splits_kernel(
 def choose_head_splits(num_rows: int, vocab: int, block_v: int, sm_count: int) -> int:
     """Split each row's vocabulary across programs when the rows alone cannot fill the GPU: about
     two programs per SM, each with at least 4 chunks of BLOCK_V, at most 16 splits. Shapes only."""
-    if sm_count == 0 or num_rows == 0:
-        return 1
-    by_fill = triton.cdiv(2 * sm_count, num_rows)
-    by_work = triton.cdiv(vocab, block_v) // 4
-    return max(1, min(16, by_fill, by_work))
+    return _device.splits_to_fill(num_rows, triton.cdiv(vocab, block_v) // 4, sm_count)
 
 
 def sample_head(
@@ -231,7 +229,7 @@ def sample_head(
     probs = torch.empty(num_rows, dtype=torch.float32, device=device)
     if num_rows == 0:
         return tokens, probs
-    block_v = min(512 if INTERPRET else 2048, triton.next_power_of_2(vocab))
+    block_v = min(512 if INTERPRET else BLOCK_V, triton.next_power_of_2(vocab))
     if num_splits is None:
         num_splits = choose_head_splits(num_rows, vocab, block_v, _device.sm_count(device))
     assert 1 <= num_splits <= 64, f"num_splits must be in 1..64, got {num_splits}"
@@ -256,7 +254,7 @@ def sample_head(
         HAS_UNCOND=uncond is not None,
         BLOCK_V=block_v,
         NUM_SPLITS=num_splits,
-        num_warps=8 if block_v >= 2048 else 4,
+        num_warps=8 if block_v >= BLOCK_V else 4,
     )
     if num_splits > 1:
         _combine_head_splits_kernel[(num_rows,)](

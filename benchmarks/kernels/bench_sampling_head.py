@@ -10,7 +10,7 @@ import functools
 import torch
 from _common import DEVICE, H200_COPY_TBPS, Report, bench_ms, empty_cache, peak_mem_mb, pick, sm_count, tbps
 
-from kernels.sampling_head import choose_head_splits, sample_head
+from kernels.sampling_head import BLOCK_V, choose_head_splits, sample_head
 
 VOCAB = pick(126464, 20000)
 
@@ -58,7 +58,7 @@ def main() -> None:
             temp = torch.full((rows,), temp_value, device=DEVICE)
             un = uncond if with_cfg else None
             num_bytes = logits.numel() * 2 * (2 if with_cfg else 1)
-            splits = choose_head_splits(rows, VOCAB, 2048, sm_count())  # as the launcher on this GPU
+            splits = choose_head_splits(rows, VOCAB, BLOCK_V, sm_count())  # as the launcher on this GPU
             fused = functools.partial(sample_head, logits, temp, seeds, un, 1.0, num_splits=splits)
             impls = {"triton_fused": (fused, splits)}
             if splits > 1:

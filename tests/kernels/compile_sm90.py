@@ -37,7 +37,7 @@ from triton.runtime.jit import JITFunction, create_function_from_signature
 from kernels.attention import attention, choose_num_splits, launch_config
 from kernels.rms_norm import rms_norm
 from kernels.rotary import rotary
-from kernels.sampling_head import choose_head_splits, sample_head
+from kernels.sampling_head import BLOCK_V, choose_head_splits, sample_head
 from kernels.swiglu import swiglu
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -216,7 +216,7 @@ def cases():
             ),
         ]
     # One sequence's 32-token block: each row's vocabulary split as the launcher splits it on an H200.
-    splits = choose_head_splits(32, 126464, 2048, H200_SMS)
+    splits = choose_head_splits(32, 126464, BLOCK_V, H200_SMS)
     rows32 = meta(32, 126464), meta(32, dtype=fp32), meta(32, dtype=torch.int64)
     out.append(
         (

@@ -14,7 +14,7 @@ import torch
 from kernels.attention import attention, attention_ref
 from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import rotary, rotary_ref
-from kernels.sampling_head import choose_head_splits, sample_head, sample_head_ref
+from kernels.sampling_head import BLOCK_V, choose_head_splits, sample_head, sample_head_ref
 from kernels.swiglu import swiglu, swiglu_ref
 
 pytestmark = pytest.mark.gpu
@@ -101,7 +101,7 @@ def test_sampling_head_split_rows_llada(cuda_device, with_cfg):
     one program per row, greedy and sampled."""
     rows = 32
     sms = torch.cuda.get_device_properties(cuda_device).multi_processor_count
-    assert choose_head_splits(rows, VOCAB, 2048, sms) > 1  # the split path is what runs
+    assert choose_head_splits(rows, VOCAB, BLOCK_V, sms) > 1  # the split path is what runs
     logits = (torch.randn(rows, VOCAB, device=cuda_device) * 3).to(BF16)
     uncond = (torch.randn(rows, VOCAB, device=cuda_device) * 3).to(BF16) if with_cfg else None
     temp = torch.tensor([0.0, 0.8] * (rows // 2), device=cuda_device)
