@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, fields, replace
 
 REMASKING = ("low_confidence", "random")
 SAMPLERS = ("exact", "continuous")
+# "none": every step runs the whole canvas (LLaDA's exact mode). "prefix" / "dual": Fast-dLLM's
+# approximate KV caches, refreshed by one full forward on entering each block.
+CACHE_MODES = ("none", "prefix", "dual")
 
 # Used where neither the request nor the checkpoint says otherwise. steps None -> max_tokens (one
 # token per step, the exact mode); block_length None -> max_tokens (one block, pure diffusion).
@@ -21,6 +24,7 @@ BUILTIN_DEFAULTS = {
     "temperature": 0.0,
     "remasking": "low_confidence",
     "cfg_scale": 0.0,
+    "cache": "none",
 }
 
 # generation_config.json keys that may carry a default for the field of the same name.
@@ -36,6 +40,7 @@ DEFAULTABLE = (
     "factor",
     "logits_eos_inf",
     "confidence_eos_eot_inf",
+    "cache",
 )
 
 
@@ -56,6 +61,7 @@ class SamplingParams:
     confidence_eos_eot_inf: bool | None = None  # EOS/EoT candidates commit last within a block
     early_stop: bool = True  # finish once a finished block holds EOS/EoT instead of running the rest
     ignore_eos: bool = False  # EOS/EoT do not end the answer: every block runs, text keeps going
+    cache: str | None = None  # "none" (exact) | "prefix" | "dual": Fast-dLLM's approximate KV caches
 
     def __post_init__(self):
         _check_int(self, "max_tokens", 1)
@@ -67,6 +73,8 @@ class SamplingParams:
             raise ValueError(f"remasking must be one of {', '.join(REMASKING)}; got {self.remasking!r}")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
+        if self.cache is not None and self.cache not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
         if self.threshold is not None:
             _check_float(self, "threshold", 0.0)
             if not 0.0 < self.threshold <= 1.0:
@@ -123,6 +131,10 @@ class SamplingParams:
                 f"block_length {resolved.block_length}))"
             )
         return resolved
+
+    @property
+    def is_cached(self) -> bool:
+        return self.cache in ("prefix", "dual")
 
     def steps_for_block(self, block: int) -> int:
         """Steps are split equally over blocks; the first (steps mod num_blocks) blocks get one more."""

@@ -73,6 +73,43 @@ def attention_ref(
     return out
 
 
+def paged_slots(page_table: torch.Tensor, lengths: torch.Tensor, page_size: int) -> torch.Tensor:
+    """Pool slots of positions 0..lengths[b]-1 of every row, row after row: [sum(lengths)] int64.
+    Position j of row b lives at slot page_table[b, j // page_size] * page_size + j % page_size."""
+    width = page_table.shape[1] * page_size
+    pos = torch.arange(width, device=page_table.device)
+    slots = page_table.long().repeat_interleave(page_size, dim=1) * page_size + pos % page_size
+    return slots[pos[None, :] < lengths[:, None].long()]
+
+
+def write_kv(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor
+) -> None:
+    """k_cache[slots] = k, v_cache[slots] = v in place. caches [S, Hkv, D]; k, v [N, Hkv, D];
+    slots [N] int64. One scatter per tensor, no host sync (so it can sit inside a CUDA graph)."""
+    k_cache.index_copy_(0, slots, k)
+    v_cache.index_copy_(0, slots, v)
+
+
+def paged_attention_ref(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    page_table: torch.Tensor,
+    kv_lens: torch.Tensor,
+    page_size: int,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Queries packed as in `attention_ref`; row b attends to keys 0..kv_lens[b]-1 held in the pool
+    (k_cache, v_cache [num_pages * page_size, Hkv, D]) at the slots its page_table row [B, P] int32
+    names (see `paged_slots`). Pages a row does not name are never read. Returns [Nq, H, D]."""
+    slots = paged_slots(page_table, kv_lens, page_size)
+    cu_k = torch.zeros_like(cu_seqlens_q)
+    cu_k[1:] = kv_lens.cumsum(0)
+    return attention_ref(q, k_cache[slots], v_cache[slots], cu_seqlens_q, cu_k, scale)
+
+
 @triton.jit
 def _attention_kernel(
     Q,  # [Nq, H, D]

@@ -10,6 +10,9 @@ Shapes (see each kernel file for the details):
     swiglu(gate [N, h], up [N, h]) -> [N, h]
     attention(q [Nq, H, D], k [Nk, Hkv, D], v [Nk, Hkv, D], cu_seqlens_q [B+1], cu_seqlens_k [B+1],
               scale) -> [Nq, H, D]
+    paged_attention(q [Nq, H, D], k_cache [S, Hkv, D], v_cache [S, Hkv, D], cu_seqlens_q [B+1],
+                    page_table [B, P] int32, kv_lens [B] int32, page_size, scale) -> [Nq, H, D]
+    write_kv(k_cache, v_cache, k [N, Hkv, D], v [N, Hkv, D], slots [N] int64) -> None (in place)
     sample_head(logits [R, V], temperature [R] fp32, seeds [R] int64, uncond [R, V] | None,
                 cfg_scale) -> (tokens [R] int64, probs [R] fp32)
 """
@@ -58,6 +61,23 @@ class TorchOps:
     ) -> torch.Tensor:
         return _attention.attention_ref(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
 
+    def paged_attention(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        cu_seqlens_q: torch.Tensor,
+        page_table: torch.Tensor,
+        kv_lens: torch.Tensor,
+        page_size: int,
+        scale: float | None = None,
+    ) -> torch.Tensor:
+        return _attention.paged_attention_ref(
+            q, k_cache, v_cache, cu_seqlens_q, page_table, kv_lens, page_size, scale
+        )
+
+    write_kv = staticmethod(_attention.write_kv)
+
     def sample_head(
         self,
         logits: torch.Tensor,
@@ -101,6 +121,23 @@ class TritonOps:
         scale: float | None = None,
     ) -> torch.Tensor:
         return _attention.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
+
+    def paged_attention(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        cu_seqlens_q: torch.Tensor,
+        page_table: torch.Tensor,
+        kv_lens: torch.Tensor,
+        page_size: int,
+        scale: float | None = None,
+    ) -> torch.Tensor:
+        return _attention.paged_attention_ref(
+            q, k_cache, v_cache, cu_seqlens_q, page_table, kv_lens, page_size, scale
+        )
+
+    write_kv = staticmethod(_attention.write_kv)
 
     def sample_head(
         self,
