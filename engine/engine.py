@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.kv_cache import KVCache, kv_budget_bytes
 from engine.model_runner import ModelRunner
 from engine.outputs import RequestOutput, StepStats
 from engine.request import Request
-from engine.sampling_params import SamplingParams
+from engine.sampling_params import CACHE_MODES, SamplingParams
 from engine.scheduler import Scheduler
 from kernels.ops import get_ops
 from models.registry import DEMO_MODEL_DIR, LoadedModel, load_model
@@ -28,12 +29,21 @@ class EngineConfig:
     kernels: str = "auto"  # auto (triton on CUDA, torch on CPU) | triton | torch
     max_num_seqs: int = 32  # requests denoising together
     max_num_batched_tokens: int = 65536  # canvas positions per forward (CFG rows count twice)
+    cache: str | None = None  # default cache mode of requests that set none (None: checkpoint, "none")
+    kv_cache_memory: float | None = None  # K/V pool GiB (None: half the free CUDA memory; 1 on CPU)
 
     def __post_init__(self):
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.cache is not None and self.cache not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
+        memory = self.kv_cache_memory
+        if memory is not None and (
+            isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory >= 0
+        ):
+            raise ValueError(f"kv_cache_memory must be a number of GiB >= 0; got {memory!r}")
 
 
 class Engine:
@@ -47,19 +57,36 @@ class Engine:
         self.model_config = self.loaded.config
         self.max_model_len = self.model_config.max_sequence_length
         self.ops = get_ops(config.kernels, self.loaded.device)
-        self.runner = ModelRunner(self.loaded, self.ops)
+        self.kv_cache = self._make_kv_cache()
+        self.runner = ModelRunner(self.loaded, self.ops, self.kv_cache)
         detok = None
         if self.tokenizer is not None:
             detok = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         self.scheduler = Scheduler(
-            config.max_num_seqs, config.max_num_batched_tokens, self.loaded.stop_token_ids, detok
+            config.max_num_seqs,
+            config.max_num_batched_tokens,
+            self.loaded.stop_token_ids,
+            detok,
+            kv_pages=self.kv_cache.allocator,
+            page_size=self.kv_cache.page_size,
         )
         self.step_listeners: list[Callable[[StepStats], None]] = []
 
+    def _make_kv_cache(self) -> KVCache:
+        """The K/V pool of the approximate caches, sized from the budget (0 pages: none)."""
+        cfg = self.model_config
+        shape = (cfg.n_layers, cfg.n_kv_heads, cfg.head_dim)
+        budget = kv_budget_bytes(self.config.kv_cache_memory, self.loaded.device)
+        num_pages = budget // KVCache.page_bytes(*shape, self.loaded.dtype)
+        return KVCache(*shape, num_pages, self.loaded.dtype, self.loaded.device)
+
     @property
     def default_params(self) -> dict:
-        """Sampling defaults from the checkpoint's generation_config.json."""
-        return self.loaded.generation_defaults
+        """Sampling defaults: the checkpoint's generation_config.json, the engine's cache mode."""
+        defaults = dict(self.loaded.generation_defaults)
+        if self.config.cache is not None:
+            defaults["cache"] = self.config.cache
+        return defaults
 
     def validate(self, prompt_ids: list[int], params: SamplingParams | None) -> SamplingParams:
         """Resolve params against the checkpoint defaults and check the request fits; ValueError if not."""

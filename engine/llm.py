@@ -31,6 +31,8 @@ class LLM:
         kernels: str = "auto",
         max_num_seqs: int = 32,
         max_num_batched_tokens: int = 65536,
+        cache: str | None = None,
+        kv_cache_memory: float | None = None,
     ):
         loaded = model if isinstance(model, LoadedModel) else None
         self.engine = Engine(
@@ -41,6 +43,8 @@ class LLM:
                 kernels=kernels,
                 max_num_seqs=max_num_seqs,
                 max_num_batched_tokens=max_num_batched_tokens,
+                cache=cache,
+                kv_cache_memory=kv_cache_memory,
             ),
             loaded,
         )

@@ -59,7 +59,11 @@ class Request:
         self.num_steps = 0
         self.num_forward_passes = 0
         self.canvas_version = 0  # bumped whenever tokens commit
-        self.cache = None  # (canvas_version, per-request logits) kept for RADD-style reuse
+        self.reuse_logits = None  # (canvas_version, guided logits) kept for RADD-style reuse
+        # Approximate caches: pages of the engine's K/V pool, one list per row (cond, uncond), and the
+        # block whose entry refresh filled them (-1: none yet).
+        self.kv_pages: list[list[int]] = []
+        self.kv_block = -1
         self.generator: torch.Generator | None = None  # set by the runner on its device
         self.final_len = gen  # generated length that counts (cut at EOS/EoT/stop)
         self.finished_text: str | None = None
@@ -102,6 +106,19 @@ class Request:
     def num_to_commit(self) -> int:
         """Tokens the exact schedule commits at this step."""
         return self.commits_at(self.step_in_block)
+
+    @property
+    def canvas_len(self) -> int:
+        return self.prompt_len + self.params.max_tokens
+
+    def query_range(self) -> tuple[int, int]:
+        """Canvas positions this step's forward computes: the whole canvas without a cache or on
+        entering a block (the refresh that fills the cache); then the active block and everything
+        after it (prefix cache) or the active block alone (dual cache)."""
+        if not self.params.is_cached or self.kv_block != self.block:
+            return 0, self.canvas_len
+        start, end = self.block_bounds()
+        return (start, self.canvas_len) if self.params.cache == "prefix" else (start, end)
 
     # -- state changes ------------------------------------------------------------------------
     def commit(self, positions: torch.Tensor, tokens: torch.Tensor) -> None:

@@ -133,6 +133,11 @@ class SamplingParams:
         return resolved
 
     @property
+    def num_rows(self) -> int:
+        """Rows a request takes in a forward: the conditional one, and an unconditional one for CFG."""
+        return 2 if self.cfg_scale > 0 else 1
+
+    @property
     def is_cached(self) -> bool:
         return self.cache in ("prefix", "dual")
 

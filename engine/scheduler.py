@@ -3,7 +3,10 @@
 Every running request takes one denoising step per engine step (diffusion has no prefill/decode
 split: only counts). Requests join between steps, up to `max_num_seqs` running and a budget of
 `max_num_batched_tokens` canvas positions per forward (CFG rows count twice); they leave when they
-finish or are aborted. Pure CPU bookkeeping: testable with hand-made StepOutputs and no model.
+finish or are aborted. A request with an approximate cache also takes its K/V pages on admission
+(all it will need: prompt + max_tokens positions per row) and waits in the queue while they are not
+free; every way out of `running` (finish, abort) gives them back. Pure CPU bookkeeping: testable with
+hand-made StepOutputs and no model.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from engine.detokenize import find_stop, streamable
+from engine.kv_cache import PAGE_SIZE, PageAllocator, pages_for
 from engine.outputs import RequestOutput, SchedulerOutput, StepOutput
 from engine.request import Request, RequestStatus
 from engine.sampling_params import SamplingParams
@@ -26,23 +30,46 @@ class Scheduler:
         max_num_batched_tokens: int,
         stop_token_ids: tuple[int, ...],
         detokenize: Callable[[list[int]], str] | None = None,
+        kv_pages: PageAllocator | None = None,
+        page_size: int = PAGE_SIZE,
     ):
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.stop_token_ids = torch.tensor(stop_token_ids, dtype=torch.int64)
         self.detokenize = detokenize
+        self.kv_pages = kv_pages  # None: no K/V pool, only uncached requests are served
+        self.page_size = page_size
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
 
     def check_fits(self, prompt_len: int, params: SamplingParams) -> None:
-        """ValueError when one such request alone would exceed the per-step position budget."""
+        """ValueError when one such request alone would exceed the per-step position budget, or
+        could never get its K/V pages."""
         cost = positions_per_step(prompt_len, params)
+        rows = params.num_rows
         if cost > self.max_num_batched_tokens:
-            rows = 2 if params.cfg_scale > 0 else 1
             raise ValueError(
                 f"the request needs {cost} positions per step ({rows} row(s) of prompt + max_tokens), "
                 f"more than max_num_batched_tokens ({self.max_num_batched_tokens})"
             )
+        if params.is_cached:
+            if self.kv_pages is None or self.kv_pages.num_pages == 0:
+                raise ValueError(
+                    f"cache {params.cache!r} needs a K/V cache pool and this engine has none "
+                    "(kv_cache_memory is 0): use cache 'none'"
+                )
+            need = self._pages_needed(prompt_len, params)
+            if need > self.kv_pages.num_pages:
+                raise ValueError(
+                    f"cache {params.cache!r}: the request needs {need} K/V cache pages ({rows} row(s) of "
+                    f"prompt + max_tokens = {prompt_len + params.max_tokens} positions, "
+                    f"{self.page_size} per page), more than the pool's {self.kv_pages.num_pages}"
+                )
+
+    def _pages_needed(self, prompt_len: int, params: SamplingParams) -> int:
+        if not params.is_cached:
+            return 0
+        return params.num_rows * pages_for(prompt_len + params.max_tokens, self.page_size)
 
     def add(self, request: Request) -> None:
         self.check_fits(request.prompt_len, request.params)
@@ -54,26 +81,42 @@ class Scheduler:
                 if req.request_id == request_id:
                     queue.remove(req)
                     req.status = RequestStatus.FINISHED_ABORTED
+                    self._release(req)
                     return self._output(req)
         return None
+
+    def _release(self, req: Request) -> None:
+        """Give back what a request holds beyond its own fields: its K/V pages and reuse logits."""
+        for pages in req.kv_pages:
+            self.kv_pages.free(pages)
+        req.kv_pages = []
+        req.reuse_logits = None
 
     @property
     def num_unfinished(self) -> int:
         return len(self.waiting) + len(self.running)
 
     def schedule(self) -> SchedulerOutput:
-        """Admit waiting requests in arrival order while they fit, then step every running one."""
+        """Admit waiting requests in arrival order while they fit (positions per step, and K/V pages
+        for cached ones), then step every running one."""
         used = sum(_cost(r) for r in self.running)
         while self.waiting and len(self.running) < self.max_num_seqs:
-            if used + _cost(self.waiting[0]) > self.max_num_batched_tokens:
+            head = self.waiting[0]
+            if used + _cost(head) > self.max_num_batched_tokens:
+                break
+            need = self._pages_needed(head.prompt_len, head.params)
+            if need and not self.kv_pages.can_allocate(need):
                 break
             req = self.waiting.popleft()
+            if need:
+                per_row = need // req.params.num_rows
+                req.kv_pages = [self.kv_pages.allocate(per_row) for _ in range(req.params.num_rows)]
             req.status = RequestStatus.RUNNING
             self.running.append(req)
             used += _cost(req)
         out = SchedulerOutput()
         for req in self.running:
-            reusable = req.cache is not None and req.cache[0] == req.canvas_version
+            reusable = req.reuse_logits is not None and req.reuse_logits[0] == req.canvas_version
             (out.reuse if reusable else out.forward).append(req)
         return out
 
@@ -88,6 +131,9 @@ class Scheduler:
             if req.is_block_done():
                 self._close_block(req)
                 outputs.append(self._output(req))
+        for req in self.running:
+            if req.is_finished:
+                self._release(req)
         self.running = [r for r in self.running if not r.is_finished]
         return outputs
 
@@ -116,7 +162,6 @@ class Scheduler:
             if req.final_len < req.params.max_tokens and req.params.early_stop:
                 # Every later position is EOS: the blocks after the stop are not run.
                 req.canvas[req.prompt_len + req.final_len + 1 :] = int(self.stop_token_ids[0])
-            req.cache = None
         req.advance_block()
 
     def _output(self, req: Request) -> RequestOutput:
@@ -144,8 +189,7 @@ class Scheduler:
 
 def positions_per_step(prompt_len: int, params: SamplingParams) -> int:
     """Canvas positions a request puts in every forward: prompt + max_tokens, twice under CFG."""
-    rows = 2 if params.cfg_scale > 0 else 1
-    return rows * (prompt_len + params.max_tokens)
+    return params.num_rows * (prompt_len + params.max_tokens)
 
 
 def _cost(req: Request) -> int:

@@ -3,10 +3,11 @@
 Module and parameter names mirror the checkpoint keys after their `model.` prefix
 (`transformer.blocks.3.q_proj.weight`), so loading is a name-for-name assignment.
 
-The forward works on a packed batch: the tokens of B sequences are concatenated along one axis
-([N] ids, [N] positions, cu_seqlens [B + 1]); attention stays inside each sequence and is fully
-bidirectional. Only the rows named by `logits_index` go through the final norm and the LM head,
-since the sampler needs logits only for positions it can commit.
+The forward works on a packed batch (models/forward_batch.py): the query positions of B rows
+concatenated along one axis; attention is fully bidirectional inside each row, over the row's own
+positions or, for rows with a K/V cache, over its cached keys and values. Only the rows named by
+`logits_index` go through the final norm and the LM head, since the sampler needs logits only for
+positions it can commit.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import torch
 from torch import nn
 
 from models.config import LLaDAConfig
+from models.forward_batch import PackedBatch, attend
+
+__all__ = ["LLaDABlock", "LLaDAModel", "PackedBatch"]
 
 
 class LLaDABlock(nn.Module):
@@ -36,7 +40,7 @@ class LLaDABlock(nn.Module):
         self.up_proj = nn.Linear(d, h, bias=False)
         self.ff_out = nn.Linear(h, d, bias=False)  # down projection
 
-    def forward(self, x, batch: PackedBatch, ops, rope: tuple[torch.Tensor, torch.Tensor]):
+    def forward(self, x, batch: PackedBatch, ops, rope: tuple[torch.Tensor, torch.Tensor], layer: int):
         cfg, n = self.cfg, x.shape[0]
         h = ops.rms_norm(x, self.attn_norm.weight, cfg.rms_norm_eps)
         q = self.q_proj(h).view(n, cfg.n_heads, cfg.head_dim)
@@ -44,7 +48,7 @@ class LLaDABlock(nn.Module):
         v = self.v_proj(h).view(n, cfg.n_kv_heads, cfg.head_dim)
         q = ops.rotary(q, batch.positions, *rope)
         k = ops.rotary(k, batch.positions, *rope)
-        a = ops.attention(q, k, v, batch.cu_seqlens, batch.cu_seqlens)
+        a = attend(ops, q, k, v, batch, layer)
         h, x = ops.rms_norm(
             self.attn_out(a.reshape(n, cfg.d_model)), self.ff_norm.weight, cfg.rms_norm_eps, residual=x
         )
@@ -57,23 +61,6 @@ class RMSNormWeight(nn.Module):
     def __init__(self, d: int):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d))
-
-
-class PackedBatch:
-    """Ids, positions and sequence bounds of B sequences packed along one axis."""
-
-    def __init__(self, input_ids: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor):
-        self.input_ids = input_ids  # [N] int64
-        self.positions = positions  # [N] int64, 0-based inside each sequence
-        self.cu_seqlens = cu_seqlens  # [B + 1] int32
-
-    @classmethod
-    def from_sequences(cls, sequences: list[torch.Tensor], device) -> PackedBatch:
-        lengths = [len(s) for s in sequences]
-        ids = torch.cat(sequences).to(device)
-        positions = torch.cat([torch.arange(n) for n in lengths]).to(device)
-        cu = torch.tensor([0, *lengths], dtype=torch.int64).cumsum(0).to(torch.int32).to(device)
-        return cls(ids, positions, cu)
 
 
 class LLaDAModel(nn.Module):
@@ -109,9 +96,10 @@ class LLaDAModel(nn.Module):
         x = tr["wte"](batch.input_ids)
         if self.cfg.input_emb_norm:
             x = x * math.sqrt(self.cfg.d_model)
-        rope = self.rope_tables(int(batch.positions.max()) + 1, x.device)
-        for block in tr["blocks"]:
-            x = block(x, batch, ops, rope)
+        max_len = batch.max_len if batch.max_len is not None else int(batch.positions.max()) + 1
+        rope = self.rope_tables(max_len, x.device)
+        for i, block in enumerate(tr["blocks"]):
+            x = block(x, batch, ops, rope, i)
         if logits_index is not None:
             x = x[logits_index]
         x = ops.rms_norm(x, tr["ln_f"].weight, self.cfg.rms_norm_eps)

@@ -144,7 +144,7 @@ def test_unchanged_canvas_is_scheduled_for_reuse():
     req = make("a", max_tokens=4)
     sched.add(req)
     assert sched.schedule().forward == [req]
-    req.cache = (req.canvas_version, torch.zeros(4, 8))
+    req.reuse_logits = (req.canvas_version, torch.zeros(4, 8))
     out = sched.schedule()
     assert out.reuse == [req] and out.forward == []
     req.commit(torch.tensor([3]), torch.tensor([7]))
