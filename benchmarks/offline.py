@@ -1,10 +1,21 @@
-"""Offline engine benchmark: generated tokens/s and forward passes/s at batch 1 and batch 8.
+"""Offline engine benchmark: generated tokens/s per cache mode and batch size.
 
-    python benchmarks/offline.py                      # tiny random LLaDA-layout model, CPU
-    python benchmarks/offline.py --model models/demo  # any checkpoint directory
+    python benchmarks/offline.py                       # random LLaDA-layout model, CPU, one thread
+    python benchmarks/offline.py --cache none,prefix,dual --prompt-len 64 --max-tokens 256
+    python benchmarks/offline.py --model models/demo   # any checkpoint directory
+    python benchmarks/offline.py --device cuda --llada-8b --kernels triton --cache none,dual
 
-Prints a table and writes benchmarks/results/offline_<device>.{md,json} (the device name is in both).
-Each configuration runs once to warm up, then `--repeats` times; the median is reported.
+The default model is a random checkpoint written to a temporary folder and loaded through the
+normal path: d_model 256, 4 layers, an embedding and LM head of 32000 rows (--d-model, --n-layers,
+--vocab-size), a small BPE tokenizer (ids past it decode to nothing; prompts are token ids).
+`--llada-8b` builds LLaDA-8B's shapes with random weights in bf16 on the device instead.
+
+One row per (batch, cache mode): tokens/s, forwards/s, rows per forward, forward positions per
+generated token (sum of StepStats.num_tokens / generated tokens), speedup over cache "none" at the
+same batch and settings (when "none" ran too), seconds. Every configuration warms up on one block
+(kernels compiled, allocator warm), then runs `--repeats` times; the median time is reported.
+Results go to OUT/offline_<cpu|gpu>_<kernels>[_llada8b][_<model>][_<tag>].{md,json}, the device
+named in both, rewritten after every row so that a run cut short still leaves what it measured.
 """
 
 from __future__ import annotations
@@ -24,24 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine import LLM, SamplingParams  # noqa: E402
+from engine.sampling_params import CACHE_MODES  # noqa: E402
 
-
-def tiny_model(out_dir: Path) -> Path:
-    from models.checkpoint_writer import write_random_checkpoint
-
-    corpus = ["the quick brown fox jumps over the lazy dog 0123456789"] * 50
-    return write_random_checkpoint(
-        out_dir,
-        corpus,
-        512,
-        d_model=256,
-        n_heads=8,
-        n_kv_heads=8,
-        n_layers=4,
-        mlp_hidden_size=768,
-        max_sequence_length=1024,
-    )
-
+CORPUS = ["the quick brown fox jumps over the lazy dog 0123456789"] * 50
 
 LLADA_8B = dict(
     d_model=4096,
@@ -55,6 +51,53 @@ LLADA_8B = dict(
     max_sequence_length=4096,
 )
 
+# Which settings make two rows comparable (speedup of a cache mode over "none").
+SAME_RUN = ("batch", "tokens_per_step", "prompt_len", "max_tokens", "block_length", "kernels")
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> None:
+    """Matrices ~ N(0, 0.02^2), norm weights 1: activations of a trained model's scale."""
+    with torch.no_grad():
+        for i, p in enumerate(model.parameters()):
+            gen = torch.Generator(device=p.device).manual_seed(seed + i)
+            p.normal_(0.0, 0.02, generator=gen) if p.dim() > 1 else p.fill_(1.0)
+    model.requires_grad_(False).eval()
+
+
+def random_checkpoint(
+    out_dir: Path, d_model: int = 256, n_layers: int = 4, vocab_size: int | None = None
+) -> Path:
+    """A random LLaDA-layout checkpoint (head_dim 32, MLP 3 * d_model, as LLaDA-8B) with a small BPE
+    tokenizer; `vocab_size` rows of embedding and LM head (None: as many as the tokenizer has)."""
+    from models.checkpoint_writer import build_tokenizer, llada_config_dict, save_llada_checkpoint
+    from models.config import LLaDAConfig
+    from models.llada import LLaDAModel
+
+    tok = build_tokenizer(CORPUS, 512)
+    mask_id, eos_id = tok.convert_tokens_to_ids(["<|mdm_mask|>", "<|endoftext|>"])
+    heads = max(d_model // 32, 1)
+    cfg = llada_config_dict(
+        d_model=d_model,
+        n_heads=heads,
+        n_kv_heads=heads,
+        n_layers=n_layers,
+        mlp_hidden_size=3 * d_model,
+        vocab_size=max(vocab_size or 0, len(tok)),
+        mask_token_id=mask_id,
+        eos_token_id=eos_id,
+        max_sequence_length=2048,
+    )
+    model = LLaDAModel(LLaDAConfig.from_dict(cfg))
+    randomize(model)
+    save_llada_checkpoint(model.state_dict(), cfg, out_dir)
+    tok.save_pretrained(str(out_dir))
+    return Path(out_dir)
+
+
+def tiny_model(out_dir: Path) -> Path:
+    """d_model 256, 4 layers, the tokenizer's vocabulary (benchmarks/serving.py's model)."""
+    return random_checkpoint(out_dir)
+
 
 def random_llada_8b(device: str, dtype: torch.dtype):
     """LLaDA-8B's exact shapes with random weights, built on the device (no checkpoint on disk)."""
@@ -66,10 +109,7 @@ def random_llada_8b(device: str, dtype: torch.dtype):
     cfg = LLaDAConfig.from_dict(llada_config_dict(**LLADA_8B))
     with torch.device(device):
         model = LLaDAModel(cfg).to(dtype)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.02) if p.dim() > 1 else p.fill_(1.0)
-    model.requires_grad_(False).eval()
+    randomize(model)
     return LoadedModel(
         path=Path("random-llada-8b"),
         config=cfg,
@@ -87,100 +127,172 @@ def device_name(device: str) -> str:
     return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
-def measure(llm: LLM, batch: int, params: SamplingParams, prompt_len: int, repeats: int) -> dict:
-    prompts = [[(7 * i + j) % 200 + 10 for j in range(prompt_len)] for i in range(batch)]
-    rows = []
-    llm.engine.step_listeners[:] = [lambda s: rows.append(s.num_rows)]
-    llm.generate(prompt_token_ids=prompts, sampling_params=params)  # warm-up
-    times, tokens, forwards = [], 0, 0
-    for _ in range(repeats):
-        rows.clear()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        outs = llm.generate(prompt_token_ids=prompts, sampling_params=params)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        tokens = sum(len(o.token_ids) for o in outs)
-        forwards = len(rows)
+def sampling_params(max_tokens: int, block_length: int, tokens_per_step: int, cache: str) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens,
+        steps=max(max_tokens // tokens_per_step, 1),
+        block_length=block_length,
+        temperature=0.0,
+        ignore_eos=True,
+        cache=cache,
+    )
+
+
+def timed_generate(llm: LLM, prompts: list[list[int]], params: SamplingParams) -> tuple[float, int]:
+    """Seconds and generated tokens of one generate call (the device synchronised around it)."""
+    cuda = llm.engine.loaded.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    outs = llm.generate(prompt_token_ids=prompts, sampling_params=params)
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, sum(len(o.token_ids) for o in outs)
+
+
+def measure(llm: LLM, batch: int, cache: str, args: argparse.Namespace) -> dict:
+    """One (batch, cache mode): a one-block warm-up, then the median of `args.repeats` runs."""
+    prompts = [[(7 * i + j) % 200 + 10 for j in range(args.prompt_len)] for i in range(batch)]
+    tps = args.tokens_per_step
+    steps = []
+    llm.engine.step_listeners[:] = [steps.append]
+    timed_generate(llm, prompts, sampling_params(args.block_length, args.block_length, tps, cache))
+    times = []
+    for _ in range(args.repeats):
+        steps.clear()
+        seconds, tokens = timed_generate(
+            llm, prompts, sampling_params(args.max_tokens, args.block_length, tps, cache)
+        )
+        times.append(seconds)
     t = statistics.median(times)
+    forwards = [s for s in steps if s.num_rows]
+    positions = sum(s.num_tokens for s in steps)
     return {
+        "cache": cache,
         "batch": batch,
+        "tokens_per_step": tps,
+        "prompt_len": args.prompt_len,
+        "max_tokens": args.max_tokens,
+        "block_length": args.block_length,
+        "kernels": llm.engine.ops.name,
         "seconds": t,
         "generated_tokens": tokens,
-        "forward_passes": forwards,
+        "forward_passes": len(forwards),
+        "forward_positions": positions,
+        "positions_per_token": positions / max(tokens, 1),
         "tokens_per_s": tokens / t,
-        "forwards_per_s": forwards / t,
-        "mean_rows_per_forward": sum(rows) / max(len(rows), 1),
+        "forwards_per_s": len(forwards) / t,
+        "mean_rows_per_forward": sum(s.num_rows for s in forwards) / max(len(forwards), 1),
     }
 
 
-def main(argv=None) -> int:
+def add_speedups(rows: list[dict]) -> None:
+    """speedup_vs_none: tokens/s over the cache-"none" row of the same settings (None without one)."""
+    base = {tuple(r[k] for k in SAME_RUN): r for r in rows if r["cache"] == "none"}
+    for r in rows:
+        ref = base.get(tuple(r[k] for k in SAME_RUN))
+        r["speedup_vs_none"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref else None
+
+
+def format_rows(rows: list[dict]) -> list[str]:
+    lines = [
+        "| batch | cache | tokens/step | tokens/s | speedup vs none | positions/token | forwards/s "
+        "| rows/forward | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        speedup = "-" if r["speedup_vs_none"] is None else f"{r['speedup_vs_none']:.2f}x"
+        lines.append(
+            f"| {r['batch']} | {r['cache']} | {r['tokens_per_step']} | {r['tokens_per_s']:.1f} | "
+            f"{speedup} | {r['positions_per_token']:.1f} | {r['forwards_per_s']:.1f} | "
+            f"{r['mean_rows_per_forward']:.1f} | {r['seconds']:.2f} |"
+        )
+    return lines
+
+
+def parse_args(argv) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="checkpoint directory (default: a tiny random model)")
+    ap.add_argument("--model", default=None, help="checkpoint directory (default: a random model)")
     ap.add_argument("--llada-8b", action="store_true", help="random weights at LLaDA-8B shapes, bf16 (GPU)")
+    ap.add_argument("--d-model", type=int, default=256, help="random model: width")
+    ap.add_argument("--n-layers", type=int, default=4, help="random model: layers")
+    ap.add_argument("--vocab-size", type=int, default=32000, help="random model: embedding/LM-head rows")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--kernels", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on the CPU)")
+    ap.add_argument("--cache", default="none", help=f"comma list from {', '.join(CACHE_MODES)}")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--block-length", type=int, default=32)
+    ap.add_argument("--tokens-per-step", type=int, default=1, help="steps = max_tokens / this")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tag", default="", help="appended to the result file names")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
+    args.caches = [c for c in args.cache.split(",") if c]
+    bad = [c for c in args.caches if c not in CACHE_MODES]
+    if bad or not args.caches:
+        ap.error(f"--cache: {', '.join(bad) or 'empty'}; choose from {', '.join(CACHE_MODES)}")
+    if args.tokens_per_step < 1 or args.max_tokens % args.tokens_per_step:
+        ap.error("--max-tokens must be a multiple of --tokens-per-step")
+    if args.block_length > args.max_tokens or args.block_length % args.tokens_per_step:
+        ap.error("--block-length must be at most --max-tokens and a multiple of --tokens-per-step")
+    return args
 
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.llada_8b:
-            model_dir = random_llada_8b(args.device, torch.bfloat16)
-        else:
-            model_dir = args.model or tiny_model(Path(tmp))
-        llm = LLM(model_dir, device=args.device, kernels=args.kernels)
-        params = SamplingParams(
-            max_tokens=args.max_tokens,
-            steps=args.max_tokens,
-            block_length=args.block_length,
-            temperature=0.0,
-            ignore_eos=True,
-        )
-        results = [
-            measure(llm, int(b), params, args.prompt_len, args.repeats) for b in args.batches.split(",")
-        ]
 
-    dev = device_name(args.device)
-    what = (
-        "random LLaDA-8B shapes, bf16"
-        if args.llada_8b
-        else args.model or "tiny random model (d=256, 4 layers)"
-    )
+def load(args: argparse.Namespace, tmp: Path):
+    """What LLM() takes: a LoadedModel (--llada-8b) or a checkpoint directory."""
+    if args.llada_8b:
+        return random_llada_8b(args.device, torch.bfloat16)
+    if args.model:
+        return args.model
+    return random_checkpoint(tmp, args.d_model, args.n_layers, args.vocab_size)
+
+
+def describe(args: argparse.Namespace, llm: LLM) -> tuple[str, str]:
+    """(file name stem, table header) of this run."""
+    if args.llada_8b:
+        what = "random LLaDA-8B shapes, bf16"
+    elif args.model:
+        what = args.model
+    else:
+        cfg = llm.engine.model_config
+        what = f"random model (d {cfg.d_model}, {cfg.n_layers} layers, vocab {cfg.embedding_size})"
     header = (
-        f"Offline engine, {what}, "
-        f"device: {dev}, kernels: {llm.engine.ops.name}, prompt {args.prompt_len}, "
-        f"max_tokens {args.max_tokens}, block {args.block_length}, one token per step"
+        f"Offline engine, {what}, device: {device_name(args.device)}, kernels: {llm.engine.ops.name}, "
+        f"prompt {args.prompt_len}, max_tokens {args.max_tokens}, block {args.block_length}, "
+        f"{args.tokens_per_step} token(s) per step, {args.repeats} repeat(s)"
     )
-    lines = [
-        header,
-        "",
-        "| batch | tokens/s | forwards/s | rows/forward | seconds |",
-        "|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['batch']} | {r['tokens_per_s']:.1f} | {r['forwards_per_s']:.1f} | "
-            f"{r['mean_rows_per_forward']:.1f} | {r['seconds']:.2f} |"
-        )
-    table = "\n".join(lines)
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     tag = "gpu" if args.device.startswith("cuda") else "cpu"
     name = f"offline_{tag}_{llm.engine.ops.name}" + ("_llada8b" if args.llada_8b else "")
     if args.model:
         name += "_" + Path(args.model).name
-    (out / f"{name}.md").write_text(table + "\n")
-    (out / f"{name}.json").write_text(
-        json.dumps({"device": dev, "header": header, "results": results}, indent=2)
-    )
+    if args.tag:
+        name += "_" + args.tag
+    return name, header
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    threads = args.threads or (None if args.device.startswith("cuda") else 1)
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        llm = LLM(load(args, Path(tmp)), device=args.device, kernels=args.kernels)
+        name, header = describe(args, llm)
+        results = []
+        for batch in (int(b) for b in args.batches.split(",")):
+            for cache in args.caches:
+                results.append(measure(llm, batch, cache, args))
+                add_speedups(results)
+                table = "\n".join([header, "", *format_rows(results)])
+                (out / f"{name}.md").write_text(table + "\n")
+                record = {"device": device_name(args.device), "header": header, "results": results}
+                (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(table)
     return 0
 
 
