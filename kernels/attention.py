@@ -18,10 +18,16 @@ fewer than the GPU has SMs, so when few programs would run and the key ranges ar
 (`choose_num_splits`, from shapes only), each (query block, head) is also split over the key range into
 NUM_SPLITS programs that write unnormalised fp32 partial sums with their running max and denominator;
 `_combine_splits_kernel` rescales and merges them per (row, head).
+Paged keys (`paged_attention`, the same kernel with PAGED set): row b's keys 0..kv_lens[b]-1 live in a
+pool of pages (k_cache, v_cache [num_pages * page_size, Hkv, D]); key j at slot
+page_table[b, j // page_size] * page_size + j % page_size. Each K/V tile loads the BLOCK_N page-table
+entries of its positions (masked to j < kv_lens[b]) and gathers those pool rows; everything else (online
+softmax, splits, combine) is shared. Page-table entries and pool slots past kv_lens[b] are never read.
 Limits: B <= 4096 sequences; head_dim <= 256 (padded to a power of two); q, k, v of one dtype
 (fp32, fp16, bf16) with unit stride along head_dim; fp32 inputs use IEEE fp32 dots, not TF32. A
 sequence with queries and no keys gets zeros (the reference gives NaN). GQA programs re-read their kv
-head once per q head (served by L2).
+head once per q head (served by L2). Paged: page_size a power of two; kv_lens[b] <= P * page_size
+and every page-table entry below it a valid page (neither is checked: that would need a host sync).
 """
 
 from __future__ import annotations
@@ -65,11 +71,12 @@ def attention_ref(
         qs, qe, ks, ke = bounds_q[b], bounds_q[b + 1], bounds_k[b], bounds_k[b + 1]
         if qe == qs:
             continue
-        qb = q[qs:qe].transpose(0, 1)  # [H, T, D]
-        kb = k[ks:ke].transpose(0, 1)
-        vb = v[ks:ke].transpose(0, 1)
+        # [1, H, T, D] views: SDPA's CPU path is ~3x slower on the same data as [H, T, D].
+        qb = q[None, qs:qe].transpose(1, 2)
+        kb = k[None, ks:ke].transpose(1, 2)
+        vb = v[None, ks:ke].transpose(1, 2)
         ob = F.scaled_dot_product_attention(qb, kb, vb, is_causal=False, scale=scale, enable_gqa=group > 1)
-        out[qs:qe] = ob.transpose(0, 1)
+        out[qs:qe] = ob[0].transpose(0, 1)
     return out
 
 
@@ -107,7 +114,8 @@ def paged_attention_ref(
     slots = paged_slots(page_table, kv_lens, page_size)
     cu_k = torch.zeros_like(cu_seqlens_q)
     cu_k[1:] = kv_lens.cumsum(0)
-    return attention_ref(q, k_cache[slots], v_cache[slots], cu_seqlens_q, cu_k, scale)
+    k, v = k_cache.index_select(0, slots), v_cache.index_select(0, slots)
+    return attention_ref(q, k, v, cu_seqlens_q, cu_k, scale)
 
 
 @triton.jit
@@ -118,7 +126,9 @@ def _attention_kernel(
     OUT,  # [Nq, H, D] contiguous; with splits: fp32 partial sums [S, Nq, H, D]
     ML,  # with splits: fp32 [S, Nq, H, 2] running max (log2 domain) and denominator; else unused
     CU_Q,  # [B + 1] int32
-    CU_K,  # [B + 1] int32
+    KEY_BOUNDS,  # [B + 1] int32 key offsets (cu_seqlens_k); PAGED: [B] int32 keys per row (kv_lens)
+    PAGE_TABLE,  # PAGED: [B, P] int32 pool pages of each row, unit stride along P; else unused
+    STRIDE_PT,  # PAGED: page_table.stride(0)
     NUM_SEQS,
     NUM_ROWS,  # Nq
     HEAD_DIM,
@@ -138,6 +148,8 @@ def _attention_kernel(
     UPCAST: tl.constexpr,  # interpreter: compute in fp32 (bf16 arithmetic is not emulated)
     DOT_PRECISION: tl.constexpr,
     NUM_SPLITS: tl.constexpr,  # key ranges split across this many programs (1: normalise and store)
+    PAGED: tl.constexpr,  # keys gathered from pool pages through PAGE_TABLE (else rows of K, V)
+    PAGE_SIZE: tl.constexpr,  # PAGED: keys per page, a power of two
 ):
     pid = tl.program_id(0)
     head = tl.program_id(1)
@@ -155,8 +167,13 @@ def _attention_kernel(
     q_start = tl.sum(tl.where(pick, starts, 0), 0)
     q_end = tl.sum(tl.where(pick, ends, 0), 0)
     block = pid - tl.sum(tl.where(pick, blocks_end - num_blocks, 0), 0)
-    k_start = tl.load(CU_K + seq, mask=is_real, other=0)
-    k_end = tl.load(CU_K + seq + 1, mask=is_real, other=0)
+    if PAGED:  # keys 0..kv_lens[seq]-1, positions within the row (mapped to pool slots below)
+        k_start = 0
+        k_end = tl.load(KEY_BOUNDS + seq, mask=is_real, other=0)
+        pages_of_seq = PAGE_TABLE + seq.to(tl.int64) * STRIDE_PT
+    else:  # keys are rows cu_k[seq]..cu_k[seq+1]-1 of K and V
+        k_start = tl.load(KEY_BOUNDS + seq, mask=is_real, other=0)
+        k_end = tl.load(KEY_BOUNDS + seq + 1, mask=is_real, other=0)
     if NUM_SPLITS > 1:  # this program takes one BLOCK_N-aligned share of the sequence's keys
         share = tl.cdiv(tl.cdiv(k_end - k_start, NUM_SPLITS), BLOCK_N) * BLOCK_N
         k_start = k_start + split * share
@@ -182,14 +199,18 @@ def _attention_kernel(
     for n_start in range(k_start, k_end, BLOCK_N):
         cols = n_start + cols_base
         col_mask = cols < k_end
-        cols64 = cols.to(tl.int64)
+        if PAGED:  # masked: entries past kv_lens[seq] may be garbage
+            pages = tl.load(pages_of_seq + cols // PAGE_SIZE, mask=col_mask, other=0)
+            key_rows = pages.to(tl.int64) * PAGE_SIZE + cols % PAGE_SIZE
+        else:
+            key_rows = cols.to(tl.int64)
         kt = tl.load(  # [BLOCK_D, BLOCK_N]
-            K + cols64[None, :] * STRIDE_KN + kv_head * STRIDE_KH + dims[:, None],
+            K + key_rows[None, :] * STRIDE_KN + kv_head * STRIDE_KH + dims[:, None],
             mask=col_mask[None, :] & dim_mask[:, None],
             other=0.0,
         )
         v = tl.load(  # [BLOCK_N, BLOCK_D]
-            V + cols64[:, None] * STRIDE_VN + kv_head * STRIDE_VH + dims[None, :],
+            V + key_rows[:, None] * STRIDE_VN + kv_head * STRIDE_VH + dims[None, :],
             mask=col_mask[:, None] & dim_mask[None, :],
             other=0.0,
         )
@@ -277,11 +298,15 @@ class LaunchConfig:
     num_stages: int = 2  # K/V tiles in flight (cp.async ring on sm_80+)
 
 
-def launch_config(num_q: int, num_seqs: int, head_dim: int, dtype: torch.dtype) -> LaunchConfig:
+def launch_config(
+    num_q: int, num_seqs: int, head_dim: int, dtype: torch.dtype, paged: bool = False
+) -> LaunchConfig:
     """From shapes only (no host sync). BLOCK_M follows the average queries per sequence (a 32-token
     block fills a 32-row tile, a whole canvas takes 64); a K/V step is 64 keys (32 past head_dim 128)
     for 16-bit inputs and half that for fp32, whose IEEE dots hold more in registers; 8 warps where 4
-    would spill. Each choice compiles for sm_90 without spills (tests/kernels/compile_sm90.py)."""
+    would spill. Paged launches take 3 stages: Triton then fetches each tile's page-table entries by
+    cp.async two tiles ahead, where with 2 a blocking load of them precedes every K/V copy (and some
+    fp32 tiles spill). Each choice compiles for sm_90 without spills (tests/kernels/compile_sm90.py)."""
     avg_q = triton.cdiv(num_q, max(1, num_seqs))
     block_d = max(16, triton.next_power_of_2(head_dim))
     block_m = 16 if avg_q <= 16 else (32 if avg_q <= 32 else 64)
@@ -294,6 +319,7 @@ def launch_config(num_q: int, num_seqs: int, head_dim: int, dtype: torch.dtype) 
         block_d=block_d,
         block_b=max(16, triton.next_power_of_2(num_seqs)),
         num_warps=8 if block_m * block_d >= (64 * 128 if is_fp32 else 64 * 256) else 4,
+        num_stages=3 if paged else 2,
     )
 
 
@@ -307,6 +333,21 @@ def choose_num_splits(
         return 1
     programs = triton.cdiv(num_q, block_m) * num_heads
     return _device.splits_to_fill(programs, (num_k // num_seqs) // 512, sm_count)
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor) -> None:
+    """The asserts both launchers share: shapes, dtypes, strides and devices of q, k, v, cu_seqlens_q."""
+    assert q.dim() == 3 and k.dim() == 3 and v.dim() == 3, "q, k, v must be [N, heads, D]"
+    assert k.shape == v.shape and k.shape[2] == q.shape[2], f"{tuple(k.shape)} vs {tuple(v.shape)}"
+    assert q.shape[1] % k.shape[1] == 0, "n_kv_heads must divide n_heads"
+    assert q.dtype == k.dtype == v.dtype, "q, k, v must share a dtype"
+    assert q.dtype in (torch.float32, torch.float16, torch.bfloat16), q.dtype
+    assert q.stride(2) == 1 and k.stride(2) == 1 and v.stride(2) == 1, "unit stride along D"
+    assert q.shape[2] <= 256, f"head_dim <= 256, got {q.shape[2]}"
+    assert cu_seqlens_q.dim() == 1 and cu_seqlens_q.dtype == torch.int32, "cu_seqlens_q must be int32 [B+1]"
+    assert cu_seqlens_q.is_contiguous()
+    assert cu_seqlens_q.device == q.device == k.device == v.device
+    assert 0 <= cu_seqlens_q.shape[0] - 1 <= 4096
 
 
 def attention(
@@ -325,26 +366,72 @@ def attention(
     SM count; 1 on CPU). With more than one, partial results go to an fp32 workspace and a second
     kernel merges them. config: tiles and launch options (None: `launch_config`); benchmarks sweep it.
     """
-    assert q.dim() == 3 and k.dim() == 3 and v.dim() == 3, "q, k, v must be [N, heads, D]"
-    num_q, num_heads, head_dim = q.shape
-    num_k, num_kv_heads, _ = k.shape
-    assert k.shape == v.shape and k.shape[2] == head_dim, f"{tuple(k.shape)} vs {tuple(v.shape)}"
-    assert num_heads % num_kv_heads == 0, "n_kv_heads must divide n_heads"
-    assert q.dtype == k.dtype == v.dtype, "q, k, v must share a dtype"
-    assert q.dtype in (torch.float32, torch.float16, torch.bfloat16), q.dtype
-    assert q.stride(2) == 1 and k.stride(2) == 1 and v.stride(2) == 1, "unit stride along D"
-    assert head_dim <= 256, f"head_dim <= 256, got {head_dim}"
-    assert cu_seqlens_q.dim() == 1 and cu_seqlens_q.shape == cu_seqlens_k.shape
-    assert cu_seqlens_q.dtype == cu_seqlens_k.dtype == torch.int32, "cu_seqlens must be int32"
-    assert cu_seqlens_q.is_contiguous() and cu_seqlens_k.is_contiguous()
-    assert cu_seqlens_q.device == q.device == k.device == v.device == cu_seqlens_k.device
+    _check_qkv(q, k, v, cu_seqlens_q)
+    assert cu_seqlens_q.shape == cu_seqlens_k.shape, "cu_seqlens_q and cu_seqlens_k must both be [B+1]"
+    assert cu_seqlens_k.dtype == torch.int32 and cu_seqlens_k.is_contiguous(), "cu_seqlens_k: int32"
+    assert cu_seqlens_k.device == q.device
+    return _launch(q, k, v, cu_seqlens_q, cu_seqlens_k, k.shape[0], scale, num_splits, config)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    page_table: torch.Tensor,
+    kv_lens: torch.Tensor,
+    page_size: int,
+    scale: float | None = None,
+    num_splits: int | None = None,
+    config: LaunchConfig | None = None,
+) -> torch.Tensor:
+    """Triton version of `paged_attention_ref`; returns a new contiguous [Nq, H, D] tensor. No host sync.
+
+    k_cache, v_cache: the pool [num_pages * page_size, Hkv, D]; page_table [B, P] int32 (unit stride
+    along P); kv_lens [B] int32, each at most P * page_size (not checked). num_splits and config as in
+    `attention`; the split choice takes P * page_size keys per row, the most the table can name (the
+    real lengths would need a host sync), so rows much shorter than their table may get more splits
+    than they need: the spare ones find empty key ranges.
+    """
+    _check_qkv(q, k_cache, v_cache, cu_seqlens_q)
     num_seqs = cu_seqlens_q.shape[0] - 1
-    assert 0 <= num_seqs <= 4096
+    assert page_table.dim() == 2 and page_table.shape[0] == num_seqs, "page_table must be [B, P]"
+    assert page_table.dtype == torch.int32 and page_table.stride(1) == 1, "page_table: int32, unit stride"
+    assert kv_lens.shape == (num_seqs,) and kv_lens.dtype == torch.int32, "kv_lens must be int32 [B]"
+    assert kv_lens.is_contiguous() and page_table.device == kv_lens.device == q.device
+    assert page_size > 0 and page_size & (page_size - 1) == 0, (
+        f"page_size must be a power of two: {page_size}"
+    )
+    max_keys = num_seqs * page_table.shape[1] * page_size
+    return _launch(
+        q, k_cache, v_cache, cu_seqlens_q, kv_lens, max_keys, scale, num_splits, config, page_table, page_size
+    )
+
+
+def _launch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    key_bounds: torch.Tensor,
+    num_k: int,
+    scale: float | None,
+    num_splits: int | None,
+    config: LaunchConfig | None,
+    page_table: torch.Tensor | None = None,
+    page_size: int = 1,
+) -> torch.Tensor:
+    """Launch `_attention_kernel` (then `_combine_splits_kernel` when split) on checked inputs.
+    key_bounds: cu_seqlens_k [B + 1], or kv_lens [B] when page_table is given (keys in the pool).
+    num_k: total keys, or an upper bound from shapes; it only feeds the split choice."""
+    num_q, num_heads, head_dim = q.shape
+    num_seqs = cu_seqlens_q.shape[0] - 1
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     out = torch.empty((num_q, num_heads, head_dim), dtype=q.dtype, device=q.device)
     if num_q == 0 or num_seqs == 0:
         return out
-    cfg = launch_config(num_q, num_seqs, head_dim, q.dtype) if config is None else config
+    paged = page_table is not None
+    cfg = launch_config(num_q, num_seqs, head_dim, q.dtype, paged) if config is None else config
     assert cfg.block_d >= head_dim and cfg.block_b >= num_seqs, f"{cfg} too small for these shapes"
     if num_splits is None:
         num_splits = choose_num_splits(
@@ -364,7 +451,9 @@ def attention(
         target,
         ml,
         cu_seqlens_q,
-        cu_seqlens_k,
+        key_bounds,
+        page_table if paged else key_bounds,  # a stand-in when not PAGED: never read
+        page_table.stride(0) if paged else 0,
         num_seqs,
         num_q,
         head_dim,
@@ -376,7 +465,7 @@ def attention(
         v.stride(0),
         v.stride(1),
         NUM_HEADS=num_heads,
-        GROUP=num_heads // num_kv_heads,
+        GROUP=num_heads // k.shape[1],
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n,
         BLOCK_D=cfg.block_d,
@@ -384,6 +473,8 @@ def attention(
         UPCAST=INTERPRET,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         NUM_SPLITS=num_splits,
+        PAGED=paged,
+        PAGE_SIZE=page_size,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
     )

@@ -133,7 +133,7 @@ class TritonOps:
         page_size: int,
         scale: float | None = None,
     ) -> torch.Tensor:
-        return _attention.paged_attention_ref(
+        return _attention.paged_attention(
             q, k_cache, v_cache, cu_seqlens_q, page_table, kv_lens, page_size, scale
         )
 
