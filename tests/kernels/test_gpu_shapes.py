@@ -3,7 +3,8 @@
 LLaDA-8B: d_model 4096, 32 heads x 128, MLP hidden 12288, vocab 126464; a cached denoising step of
 B sequences has 32 query positions per sequence attending to 64..4096 keys (cache + fresh block), an
 exact step has every canvas position as a query against the whole canvas (64-row tiles: wgmma on
-Hopper, where the 32-query blocks use mma.sync).
+Hopper, where the 32-query blocks use mma.sync). A dual-cache step reads its keys from 16-key pages
+of a shared pool (paged attention).
 """
 
 import math
@@ -11,7 +12,7 @@ import math
 import pytest
 import torch
 
-from kernels.attention import attention, attention_ref
+from kernels.attention import attention, attention_ref, paged_attention, paged_attention_ref, paged_slots
 from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import rotary, rotary_ref
 from kernels.sampling_head import BLOCK_V, choose_head_splits, sample_head, sample_head_ref
@@ -77,6 +78,36 @@ def test_attention_llada_canvas(cuda_device, tolerance, canvases):
     ref_low = attention_ref(q, k, v, cu, cu)
     ref_32 = attention_ref(q.float(), k.float(), v.float(), cu, cu)
     tolerance(f"attention canvases {canvases}", out, ref_low, ref_32)
+
+
+@pytest.mark.parametrize("num_seqs", [1, 8])
+@pytest.mark.parametrize("max_keys", [320, 4096])
+def test_paged_attention_llada(cuda_device, tolerance, num_seqs, max_keys):
+    """Dual-cache step: 32 queries per row against its cached keys (prompt + answer canvas, up to
+    `max_keys`, rows ragged and not page multiples) in 16-key pages scattered over a pool; pool slots
+    no row uses are NaN."""
+    page_size, pages = 16, max_keys // 16
+    kv_lens = torch.tensor(
+        [max_keys - 37 * b for b in range(num_seqs)], dtype=torch.int32, device=cuda_device
+    )
+    pool_pages = num_seqs * pages + 64
+    table = torch.randperm(pool_pages, device=cuda_device)[: num_seqs * pages].view(num_seqs, pages).int()
+    unused = torch.ones(pool_pages * page_size, dtype=torch.bool, device=cuda_device)
+    unused[paged_slots(table, kv_lens, page_size)] = False
+    k_cache, v_cache = (torch.randn(pool_pages * page_size, 32, 128, device=cuda_device) for _ in range(2))
+    k_cache[unused] = v_cache[unused] = float("nan")
+    k_cache, v_cache = k_cache.to(BF16), v_cache.to(BF16)
+    q = torch.randn(32 * num_seqs, 32, 128, device=cuda_device).to(BF16)
+    args = (
+        torch.arange(0, 32 * num_seqs + 1, 32, dtype=torch.int32, device=cuda_device),
+        table,
+        kv_lens,
+        page_size,
+    )
+    out = paged_attention(q, k_cache, v_cache, *args)
+    ref_low = paged_attention_ref(q, k_cache, v_cache, *args)
+    ref_32 = paged_attention_ref(q.float(), k_cache.float(), v_cache.float(), *args)
+    tolerance(f"paged_attention B{num_seqs} keys <= {max_keys}", out, ref_low, ref_32)
 
 
 @pytest.mark.parametrize("with_cfg", [False, True])
