@@ -12,14 +12,17 @@ this check fail loudly rather than pass.
 
 Fails on what the interpreter lets through (tile shapes, tl.dot constraints, loop-carried types,
 shared memory) and on what would only make a kernel slow: spills to local memory, an attention loop
-whose K/V loads are not software-pipelined (no cp.async), a memory-bound kernel without 16-byte
-global loads (the split-combining kernels are judged on spills only). Run with TRITON_INTERPRET unset:
+whose K/V loads are not software-pipelined (no cp.async), a paged attention loop that loads each
+tile's page-table entries with blocking loads before its K/V copies instead of prefetching them by
+4-byte cp.async (`cp.async.ca`; K/V rows use 16-byte `cp.async.cg`), a memory-bound kernel without
+16-byte global loads (the split-combining kernels are judged on spills only). Run with TRITON_INTERPRET unset:
 `PYTHONPATH=. python tests/kernels/compile_sm90.py`; one line per launch, exit 1 on any failure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import subprocess
 import sys
@@ -34,7 +37,7 @@ from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
-from kernels.attention import attention, choose_num_splits, launch_config
+from kernels.attention import attention, choose_num_splits, launch_config, paged_attention
 from kernels.rms_norm import rms_norm
 from kernels.rotary import rotary
 from kernels.sampling_head import BLOCK_V, choose_head_splits, sample_head
@@ -104,17 +107,21 @@ def findings(launch: Launch) -> tuple[str, list[str]]:
     ptx = kernel.asm["ptx"]
     regs, spills = ptxas_report(ptx)
     num_async = len(re.findall(r"cp\.async\.c[ag]\.shared\.global", ptx))
+    num_small_async = len(re.findall(r"cp\.async\.ca\.shared\.global", ptx))  # 4-byte: page-table entries
     num_wide = len(re.findall(r"ld\.global(?:\.\w+)*\.v4\.b32", ptx))
     problems = []
     if spills:
         problems.append(f"{spills} B of spills")
     if launch.fn.__name__ == "_attention_kernel" and num_async == 0:
         problems.append("K/V loads not pipelined (no cp.async)")
+    if launch.kwargs.get("PAGED") and num_small_async == 0:
+        problems.append("page-table entries not prefetched (no cp.async.ca)")
     if launch.fn.__name__ in STREAMING and num_wide == 0:
         problems.append("no 16-byte global loads")
     figures = (
-        f"{regs} registers, {spills} B spilled, shared {kernel.metadata.shared} B, {num_async} cp.async, "
-        f"{num_wide} 16-byte loads"
+        f"{regs} registers, {spills} B spilled, shared {kernel.metadata.shared} B, {num_async} cp.async"
+        + (f" ({num_small_async} of 4 bytes)" if num_small_async else "")
+        + f", {num_wide} 16-byte loads"
     )
     return figures, problems
 
@@ -149,6 +156,28 @@ def attention_case(dtype, num_seqs, queries, keys, heads=32, kv_heads=32, head_d
     config = launch_config(q.shape[0], num_seqs, head_dim, dtype)
     splits = choose_num_splits(q.shape[0], k.shape[0], num_seqs, heads, config.block_m, H200_SMS)
     attention(q, k, torch.empty_like(k), cu, torch.empty_like(cu), num_splits=splits)
+
+
+def paged_case(num_seqs, keys, page_size=16, num_stages=None, heads=32, head_dim=128):
+    """A dual-cache step in bf16: each row's 32 queries attend to `keys` keys held in `page_size`-key
+    pages of a pool (the table names exactly those pages, so the launcher's upper bound on a row's
+    keys is the real length); splits as the launcher picks on an H200. num_stages: override
+    `launch_config`'s (the control)."""
+    pages = keys // page_size
+    q = meta(num_seqs * 32, heads, head_dim)
+    pool = meta((num_seqs * pages + 64) * page_size, heads, head_dim)
+    table, lens, cu = (
+        meta(*shape, dtype=torch.int32) for shape in ((num_seqs, pages), (num_seqs,), (num_seqs + 1,))
+    )
+    config = launch_config(q.shape[0], num_seqs, head_dim, torch.bfloat16, paged=True)
+    if num_stages is not None:
+        config = dataclasses.replace(config, num_stages=num_stages)
+    splits = choose_num_splits(
+        q.shape[0], num_seqs * pages * page_size, num_seqs, heads, config.block_m, H200_SMS
+    )
+    paged_attention(
+        q, pool, torch.empty_like(pool), cu, table, lens, page_size, num_splits=splits, config=config
+    )
 
 
 def odd_attention(dtype):
@@ -190,6 +219,11 @@ def cases():
         ),
         ("attention fp32 demo model 4 x 32", "strict", lambda: attention_case(fp32, 8, 96, 96, 4, 4, 32)),
     ]
+    # Dual-cache steps read their keys through a page table: 4096 keys split for B=1 and 8, not for 32.
+    out += [
+        (f"paged attention bf16 B={b} block of 32 vs {n} keys", "strict", lambda b=b, n=n: paged_case(b, n))
+        for b, n in ((1, 4096), (8, 4096), (32, 4096), (1, 320), (8, 320), (32, 320))
+    ]
     for dtype in (bf16, fp32):
         tag = str(dtype).removeprefix("torch.")
         x, w, gate = meta(256, 4096, dtype=dtype), meta(4096, dtype=dtype), meta(256, 12288, dtype=dtype)
@@ -230,6 +264,8 @@ def cases():
     odd = meta(256, 12289)[:, 1:]
     out.append(("swiglu bf16 rows off 16-byte alignment", "control", lambda: swiglu(odd, odd)))
     out.append(("attention bf16 K/V rows off alignment", "control", lambda: odd_attention(bf16)))
+    # With 2 stages Triton loads each tile's page-table entries with blocking loads before its K/V copies.
+    out.append(("paged attention bf16 B=32 2 stages", "control", lambda: paged_case(32, 4096, num_stages=2)))
     return out
 
 
