@@ -59,6 +59,17 @@ def test_every_benchmark_writes_its_rows(smoke_results):
     assert {"triton_varlen", "triton_varlen[no split]"} <= names and any("splits]" in n for n in names)
     assert any(n.startswith("sdpa_padded[") for n in names)  # the baseline ran on this workload too
     assert {r["keys"] for r in attention} >= {"9", "1100", "mixed 9..1100", "canvas 40"}
+    paged = rows_of(smoke_results, "bench_attention_paged")  # paged kernel, contiguous kernel, SDPA
+    assert {
+        "triton_paged",
+        "triton_paged[2 splits]",
+        "triton_paged[no split]",
+        "triton_varlen[2 splits]",
+    } <= impls(paged)
+    assert any(n.startswith("sdpa_padded[") for n in impls(paged))
+    assert {(r["batch"], r["keys"], r["page_size"]) for r in paged} == {
+        (b, k, "16") for b in ("1", "3") for k in ("9", "1100")
+    }
     sweep = impls(rows_of(smoke_results, "bench_attention_sweep"))
     assert sum(n.startswith("triton m") for n in sweep) == 8 + 5 and any("(default)" in n for n in sweep)
     head = rows_of(smoke_results, "bench_sampling_head")
@@ -66,7 +77,14 @@ def test_every_benchmark_writes_its_rows(smoke_results):
     assert {r["splits"] for r in head if r["impl"] == "triton_fused"} == {"2"}
     for name in ("bench_rms_norm", "bench_swiglu", "bench_rotary"):
         assert impls(rows_of(smoke_results, name)) == {"triton", "torch_eager"}
-    for name in ("bench_attention", "bench_sampling_head", "bench_rms_norm", "bench_swiglu", "bench_rotary"):
+    for name in (
+        "bench_attention",
+        "bench_attention_paged",
+        "bench_sampling_head",
+        "bench_rms_norm",
+        "bench_swiglu",
+        "bench_rotary",
+    ):
         assert all(float(r["ms"]) > 0 for r in rows_of(smoke_results, name))
         assert (smoke_results / f"{name}.md").read_text().startswith(f"### {name}")
 

@@ -7,6 +7,10 @@ is exactly equivalent and needs no mask; the 'mixed' rows give each sequence a d
 exact step: every position of a sequence's canvas (prompt + answer) is a query against all of them.
 FLOPs = 4 * B * H * Lq * Lk * D (QK^T and PV); bytes = q + out + k + v actually needed.
 
+A second table (bench_attention_paged) is the dual-cache step: each row's 32 queries against its 320
+or 4096 cached keys held in 16-key pages scattered over a pool (`paged_attention`), timed against the
+contiguous kernel and SDPA on the same keys gathered into rows. It is saved after the first table.
+
 `--sweep` times other tiles and launch options of the Triton kernel (`LaunchConfig`) on the 4096-key
 and canvas workloads instead, to choose `launch_config` from measurements (bench_attention_sweep).
 """
@@ -31,9 +35,10 @@ from _common import (
     tflops,
 )
 
-from kernels.attention import attention, choose_num_splits, launch_config
+from kernels.attention import attention, choose_num_splits, launch_config, paged_attention, paged_slots
 
 HEADS, HEAD_DIM, QUERIES = pick((32, 128, 32), (2, 64, 5))
+PAGE_SIZE = 16
 BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
 # (block_m, block_n, num_warps, num_stages); None keeps launch_config's block_m. All compile for
 # sm_90 without spills (checked with tests/kernels/compile_sm90.py's harness).
@@ -81,37 +86,35 @@ def triton_variants(num_q, total_k, num_seqs, sweep):
     return variants
 
 
-def run_case(report: Report, num_seqs: int, k_lens: list[int], label: str, queries=QUERIES, sweep=None):
-    dev = DEVICE
-    total_k, max_k = sum(k_lens), max(k_lens)
-    cu_q = torch.arange(0, (num_seqs + 1) * queries, queries, dtype=torch.int32, device=dev)
-    cu_k = torch.tensor([0] + torch.tensor(k_lens).cumsum(0).tolist(), dtype=torch.int32, device=dev)
-    q = torch.randn(num_seqs * queries, HEADS, HEAD_DIM, device=dev, dtype=torch.bfloat16)
-    k = torch.randn(total_k, HEADS, HEAD_DIM, device=dev, dtype=torch.bfloat16)
-    v = torch.randn_like(k)
-    flops = 4.0 * HEADS * queries * HEAD_DIM * total_k
-    num_bytes = 2 * (2 * q.numel() + 2 * k.numel())
+def add_timed(report: Report, impl: str, fn, cost: tuple[float, float], **labels) -> None:
+    """Time fn() and add its row; a failing implementation is reported and skipped."""
+    try:
+        ms = bench_ms(fn)
+    except Exception as exc:
+        print(f"  {impl} {labels} failed: {type(exc).__name__}: {exc}")
+        return
+    add_row(report, impl, ms, cost, **labels)
 
-    def add(impl, ms):
-        bw, fl = tbps(num_bytes, ms), tflops(flops, ms)
-        report.add(
-            batch=num_seqs,
-            queries=queries,
-            keys=label,
-            impl=impl,
-            ms=ms,
-            **{"TB/s": bw, "TFLOP/s": fl},
-            frac_measured_copy=bw / report.copy_tbps,
-            frac_h200_copy=bw / H200_COPY_TBPS,
-            frac_bf16_matmul=fl / H200_BF16_TFLOPS,
-        )
 
-    for impl, num_splits, config in triton_variants(q.shape[0], total_k, num_seqs, sweep):
-        try:
-            run = functools.partial(attention, q, k, v, cu_q, cu_k, num_splits=num_splits, config=config)
-            add(impl, bench_ms(run))
-        except Exception as exc:
-            print(f"  {impl} B={num_seqs} keys={label} failed: {type(exc).__name__}: {exc}")
+def add_row(report: Report, impl: str, ms: float, cost: tuple[float, float], **labels) -> None:
+    """cost: (bytes, FLOPs) of the workload."""
+    bw, fl = tbps(cost[0], ms), tflops(cost[1], ms)
+    report.add(
+        **labels,
+        impl=impl,
+        ms=ms,
+        **{"TB/s": bw, "TFLOP/s": fl},
+        frac_measured_copy=bw / report.copy_tbps,
+        frac_h200_copy=bw / H200_COPY_TBPS,
+        frac_bf16_matmul=fl / H200_BF16_TFLOPS,
+    )
+
+
+def add_sdpa(report: Report, q, k, v, cu_k, k_lens: list[int], cost, labels: dict) -> None:
+    """A row for the best SDPA backend on the padded equivalent of packed q, k, v (the same number of
+    queries per sequence); none if every backend fails."""
+    dev, num_seqs, max_k = q.device, len(k_lens), max(k_lens)
+    queries = q.shape[0] // num_seqs
     qp = q.view(num_seqs, queries, HEADS, HEAD_DIM).transpose(1, 2).contiguous()
     kp = torch.zeros(num_seqs, HEADS, max_k, HEAD_DIM, device=dev, dtype=torch.bfloat16)
     vp = torch.zeros_like(kp)
@@ -122,10 +125,56 @@ def run_case(report: Report, num_seqs: int, k_lens: list[int], label: str, queri
     if min(k_lens) != max_k:
         lens = torch.tensor(k_lens, device=dev)
         mask = (torch.arange(max_k, device=dev)[None, :] < lens[:, None])[:, None, None, :]
-    del q, k, v
     ms, backend = best_sdpa(qp, kp, vp, mask)
     if ms != float("inf"):
-        add(f"sdpa_padded[{backend}]", ms)
+        add_row(report, f"sdpa_padded[{backend}]", ms, cost, **labels)
+
+
+def run_case(report: Report, num_seqs: int, k_lens: list[int], label: str, queries=QUERIES, sweep=None):
+    dev = DEVICE
+    total_k = sum(k_lens)
+    cu_q = torch.arange(0, (num_seqs + 1) * queries, queries, dtype=torch.int32, device=dev)
+    cu_k = torch.tensor([0] + torch.tensor(k_lens).cumsum(0).tolist(), dtype=torch.int32, device=dev)
+    q = torch.randn(num_seqs * queries, HEADS, HEAD_DIM, device=dev, dtype=torch.bfloat16)
+    k = torch.randn(total_k, HEADS, HEAD_DIM, device=dev, dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    cost = (2 * (2 * q.numel() + 2 * k.numel()), 4.0 * HEADS * queries * HEAD_DIM * total_k)
+    labels = {"batch": num_seqs, "queries": queries, "keys": label}
+    for impl, num_splits, config in triton_variants(q.shape[0], total_k, num_seqs, sweep):
+        run = functools.partial(attention, q, k, v, cu_q, cu_k, num_splits=num_splits, config=config)
+        add_timed(report, impl, run, cost, **labels)
+    add_sdpa(report, q, k, v, cu_k, k_lens, cost, labels)
+
+
+def run_paged_case(report: Report, num_seqs: int, keys: int) -> None:
+    """Each row's QUERIES queries against its `keys` keys in PAGE_SIZE-key pages, dealt to rows in a
+    shuffled order; the table names exactly those pages, so the launcher's split bound is the real
+    length. Then the contiguous kernel and SDPA on the same keys gathered row after row."""
+    dev, pages = DEVICE, -(-keys // PAGE_SIZE)
+    table = torch.randperm(num_seqs * pages, device=dev).view(num_seqs, pages).int()
+    kv_lens = torch.full((num_seqs,), keys, dtype=torch.int32, device=dev)
+    k_cache = torch.randn(num_seqs * pages * PAGE_SIZE, HEADS, HEAD_DIM, device=dev, dtype=torch.bfloat16)
+    v_cache = torch.randn_like(k_cache)
+    q = torch.randn(num_seqs * QUERIES, HEADS, HEAD_DIM, device=dev, dtype=torch.bfloat16)
+    cu_q = torch.arange(0, (num_seqs + 1) * QUERIES, QUERIES, dtype=torch.int32, device=dev)
+    cost = (
+        2 * (2 * q.numel() + 2 * num_seqs * keys * HEADS * HEAD_DIM),
+        4.0 * HEADS * QUERIES * HEAD_DIM * num_seqs * keys,
+    )
+    labels = {"batch": num_seqs, "queries": QUERIES, "keys": keys, "page_size": PAGE_SIZE}
+    variants = triton_variants(q.shape[0], num_seqs * pages * PAGE_SIZE, num_seqs, None)
+    for impl, num_splits, _ in variants:
+        run = functools.partial(
+            paged_attention, q, k_cache, v_cache, cu_q, table, kv_lens, PAGE_SIZE, num_splits=num_splits
+        )
+        add_timed(report, impl.replace("varlen", "paged"), run, cost, **labels)
+    slots = paged_slots(table, kv_lens, PAGE_SIZE)
+    k, v = k_cache[slots], v_cache[slots]
+    del k_cache, v_cache
+    cu_k = torch.arange(0, (num_seqs + 1) * keys, keys, dtype=torch.int32, device=dev)
+    contiguous = triton_variants(q.shape[0], k.shape[0], num_seqs, None)[0][0]  # as `attention` splits
+    add_timed(report, contiguous, functools.partial(attention, q, k, v, cu_q, cu_k), cost, **labels)
+    add_sdpa(report, q, k, v, cu_k, [keys] * num_seqs, cost, labels)
 
 
 def main() -> None:
@@ -154,6 +203,13 @@ def main() -> None:
     for num_seqs, canvas in canvases:
         run_case(report, num_seqs, [canvas] * num_seqs, f"canvas {canvas}", queries=canvas)
     report.save()
+    empty_cache()
+    paged = Report("bench_attention_paged", columns[:3] + ["page_size"] + columns[3:])
+    for num_seqs in pick((1, 8, 32), (1, 3)):
+        for keys in pick((320, long_keys), (short_keys, long_keys)):
+            run_paged_case(paged, num_seqs, keys)
+        empty_cache()
+    paged.save()
 
 
 if __name__ == "__main__":
