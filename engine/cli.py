@@ -7,9 +7,28 @@ directory or a bad flag ends with a one-line message and exit status 2, not a tr
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
-from engine.sampling_params import REMASKING, SAMPLERS, SamplingParams
+from engine.sampling_params import CACHE_MODES, REMASKING, SAMPLERS, SamplingParams
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors (`dllm generate: error: ...`, exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def gib(text: str) -> float:
+    """--kv-cache-memory: a finite number of GiB >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of GiB >= 0; got {text!r}")
+    return value
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +50,21 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=65536,
         help="canvas positions per forward pass (CFG rows count twice)",
+    )
+    parser.add_argument(
+        "--cache",
+        default=None,
+        choices=CACHE_MODES,
+        help="default K/V cache of requests that set none: Fast-dLLM's approximate prefix or dual "
+        "cache; none = exact (default: the checkpoint's, else none)",
+    )
+    parser.add_argument(
+        "--kv-cache-memory",
+        type=gib,
+        default=None,
+        metavar="GIB",
+        help="K/V cache pool for cached requests, in GiB (default: half the free CUDA memory after "
+        "the weights, 1 on CPU; 0: no pool, cached requests are refused)",
     )
 
 
@@ -67,12 +101,16 @@ def sampling_params_from(args: argparse.Namespace) -> SamplingParams:
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
+    if args.kv_cache_memory == 0 and SamplingParams(cache=args.cache).is_cached:
+        raise ValueError(f"--cache {args.cache} needs a K/V cache pool: --kv-cache-memory must be > 0")
     return dict(
         dtype=args.dtype,
         device=args.device,
         kernels=args.kernels,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
+        cache=args.cache,
+        kv_cache_memory=args.kv_cache_memory,
     )
 
 
@@ -94,7 +132,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dllm", description="Serve and run masked diffusion LMs.")
+    parser = ArgumentParser(prog="dllm", description="Serve and run masked diffusion LMs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate from one or more prompts")
@@ -125,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         import importlib
 
         module = importlib.import_module(parser.parse_args(argv[:1]).module)
-        sub = argparse.ArgumentParser(prog=f"dllm {argv[0]}")
+        sub = ArgumentParser(prog=f"dllm {argv[0]}")
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
         runner = module.run

@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from engine.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -72,3 +76,36 @@ def test_bad_sampling_flag_is_explained(tiny_ckpt):
     )
     assert res.returncode == 2
     assert "steps (3) must be at least the number of blocks (4" in res.stderr
+
+
+def test_generate_with_a_cache():
+    res = dllm("generate", "--chat", "--quiet", "--cache", "dual", "--block-length", "8", "reverse abcde")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "edcba"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (
+            ["generate", "--cache", "bogus", "hi"],
+            "dllm generate: error: argument --cache: invalid choice: 'bogus'",
+        ),
+        (
+            ["eval", "--kv-cache-memory", "-1"],
+            "dllm eval: error: argument --kv-cache-memory: expected a number",
+        ),
+        (
+            ["serve", "--cache", "prefix", "--kv-cache-memory", "0"],
+            "dllm serve: error: --cache prefix needs a K/V cache pool: --kv-cache-memory must be > 0",
+        ),
+    ],
+)
+def test_bad_cache_flag_is_one_line(argv, message, capsys):
+    """Before any model loads: one line on stderr, exit status 2."""
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        status = exc.code
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(message) and err.count("\n") == 1, err
