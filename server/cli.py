@@ -88,12 +88,11 @@ def run(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes,
         defaults=sampling_params_from(args),
     )
+    engine_config = EngineConfig(model=model_dir, **engine_kwargs(args))
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    engine = AsyncEngine.from_config(
-        EngineConfig(model=model_dir, **engine_kwargs(args)), max_waiting=args.max_waiting
-    )
+    engine = AsyncEngine.from_config(engine_config, max_waiting=args.max_waiting)
     app = build_app(engine, config)
     uv_config = uvicorn.Config(
         app,

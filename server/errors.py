@@ -20,7 +20,8 @@ from server.protocol import ErrorInfo, ErrorResponse
 
 log = logging.getLogger("dllm.server")
 
-# SamplingParams messages start with the name of the field they are about.
+# SamplingParams messages, and the engine's refusals of a cache it cannot serve (no K/V pool, more
+# pages than the pool holds), start with the name of the field they are about.
 SAMPLING_FIELDS = tuple(f.name for f in fields(SamplingParams))
 
 

@@ -2,8 +2,8 @@
 
 Requests are strict: an unknown field, a JSON value of the wrong type (no "5" for 5, no 1 for true)
 or an OpenAI option this server cannot honour is a 400 that names the field; nothing is coerced or
-silently ignored. The diffusion extensions (steps, block_length, ...) are SamplingParams fields and
-are range-checked there. Responses follow the OpenAI API reference field for field; `usage` also
+silently ignored. The diffusion extensions (steps, block_length, cache, ...) are SamplingParams fields
+and are range-checked there. Responses follow the OpenAI API reference field for field; `usage` also
 carries `num_forward_passes` (model rows the request took, the NFE of diffusion papers).
 """
 
@@ -75,6 +75,7 @@ class _GenerationRequest(BaseModel):
     confidence_eos_eot_inf: bool | None = None
     early_stop: bool | None = None
     ignore_eos: bool | None = None
+    cache: str | None = None  # "none" (exact) | "prefix" | "dual": Fast-dLLM's approximate KV caches
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -58,6 +58,8 @@ CASES = {
     ),
     "bad remasking": ("chat", chat(remasking="sideways"), 400, "remasking", "invalid_value"),
     "threshold above 1": ("completions", completion(threshold=1.5), 400, "threshold", "invalid_value"),
+    "unknown cache": ("chat", chat(cache="bogus"), 400, "cache", "invalid_value"),
+    "cache not a string": ("completions", completion(cache=1), 400, "cache", "invalid_type"),
     "seed too large": ("chat", chat(seed=2**70), 400, "seed", "invalid_value"),
     "token id out of vocab": ("completions", completion(prompt=[10**9]), 400, "prompt", None),
     "n = 2": ("chat", chat(n=2), 400, "n", "unsupported_parameter"),

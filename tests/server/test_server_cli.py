@@ -10,6 +10,8 @@ from dataclasses import fields
 
 from http_helpers import REPO
 
+from engine.cli import engine_kwargs
+from engine.engine import EngineConfig
 from engine.sampling_params import SamplingParams
 from server import cli
 from server.protocol import ChatCompletionRequest, CompletionRequest
@@ -73,6 +75,17 @@ def test_defaults_without_environment(monkeypatch):
     cli.add_arguments(parser)
     args = parser.parse_args([])
     assert (args.host, args.port, args.api_key, args.max_num_seqs) == ("127.0.0.1", 8000, None, 32)
+
+
+def test_cache_flags_reach_the_engine_config():
+    """`dllm serve --cache X` is the default of requests that set none; --kv-cache-memory sizes the pool."""
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--cache", "dual", "--kv-cache-memory", "0.5"])
+    config = EngineConfig(**engine_kwargs(args))
+    assert (config.cache, config.kv_cache_memory) == ("dual", 0.5)
+    unset = EngineConfig(**engine_kwargs(parser.parse_args([])))
+    assert (unset.cache, unset.kv_cache_memory) == (None, None)
 
 
 def test_every_sampling_field_is_a_request_field():
