@@ -3,7 +3,9 @@
 Who writes what: the ASGI middleware counts HTTP requests by endpoint and status; the engine's
 step listener (called on the engine thread; prometheus-client is thread-safe) records forward
 passes, rows per forward and step latency; the generation code records tokens, time to first block,
-end-to-end latency and finish reasons; the running/waiting gauges read the AsyncEngine at scrape time.
+end-to-end latency and finish reasons; the running/waiting gauges read the AsyncEngine, and the K/V
+cache gauges its page allocator, at scrape time (single reads of a list's length: safe while the
+engine thread allocates and frees, and current however long the engine has been idle).
 """
 
 from __future__ import annotations
@@ -61,6 +63,13 @@ class Metrics:
         )
         self.running = Gauge("dllm_num_requests_running", "engine requests denoising", registry=r)
         self.waiting = Gauge("dllm_num_requests_waiting", "engine requests queued", registry=r)
+        self.kv_pages_in_use = Gauge(
+            "dllm_kv_cache_pages_in_use", "K/V cache pages held by cached requests", registry=r
+        )
+        self.kv_pages_total = Gauge("dllm_kv_cache_pages_total", "K/V cache pages in the pool", registry=r)
+        self.kv_usage = Gauge(
+            "dllm_kv_cache_usage_ratio", "fraction of K/V cache pages in use (0 to 1)", registry=r
+        )
         self.time_to_first_block = Histogram(
             "dllm_time_to_first_block_seconds",
             "arrival to first finished block",
@@ -72,9 +81,13 @@ class Metrics:
         )
 
     def bind(self, async_engine) -> None:
-        """Read the engine's queue sizes at scrape time and listen to its steps."""
+        """Read the engine's queue sizes and K/V pages at scrape time and listen to its steps."""
         self.running.set_function(lambda: async_engine.num_running)
         self.waiting.set_function(lambda: async_engine.num_waiting)
+        pages = async_engine.engine.kv_cache.allocator
+        self.kv_pages_in_use.set_function(lambda: pages.num_used)
+        self.kv_pages_total.set(pages.num_pages)
+        self.kv_usage.set_function(lambda: pages.usage)
         async_engine.engine.step_listeners.append(self.on_step)
 
     def on_step(self, stats: StepStats) -> None:

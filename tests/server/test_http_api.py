@@ -156,6 +156,9 @@ def test_health_and_metrics_need_no_key(server):
         "dllm_num_requests_waiting",
         "dllm_time_to_first_block_seconds_bucket",
         "dllm_e2e_request_latency_seconds_bucket",
+        "dllm_kv_cache_usage_ratio",
+        "dllm_kv_cache_pages_in_use",
+        "dllm_kv_cache_pages_total",
     ):
         assert name in r.text, name
 

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import openai
+import pytest
 from http_helpers import API_KEY
 
 
@@ -57,7 +58,9 @@ def test_32_concurrent_clients(server, model_name):
     server.wait_idle()
 
 
-def test_disconnect_mid_stream_frees_the_slot(server, model_name, max_context):
+@pytest.mark.parametrize("cache", ["none", "dual"])
+def test_disconnect_mid_stream_frees_the_slot(server, model_name, max_context, cache):
+    """The aborted request gives back its slot and, with a cache, its K/V pages."""
     aborted_before = server.metric("dllm_request_finished_total", finish_reason="abort")
     # A task prompt and a canvas the demo model answers on (it was trained on up to 48 response
     # tokens and fills a 256-token canvas with EOS): the first block holds text, so a chunk is sent
@@ -71,6 +74,7 @@ def test_disconnect_mid_stream_frees_the_slot(server, model_name, max_context):
         "steps": n,
         "block_length": 4,
         "ignore_eos": True,
+        "cache": cache,
     }
     with httpx.stream(
         "POST", server.v1 + "/chat/completions", json=body, headers=server.headers, timeout=60
@@ -80,7 +84,11 @@ def test_disconnect_mid_stream_frees_the_slot(server, model_name, max_context):
         for line in r.iter_lines():
             events += line.startswith("data: ")
             if events == 2:  # the opening chunk and the first block's
-                assert server.metric("dllm_num_requests_running") == 1
+                m = server.metrics()
+                assert m[("dllm_num_requests_running", ())] == 1
+                pages, total = m[("dllm_kv_cache_pages_in_use", ())], m[("dllm_kv_cache_pages_total", ())]
+                assert (pages > 0) == (cache != "none")
+                assert m[("dllm_kv_cache_usage_ratio", ())] == pages / total
                 break
     # Leaving the iteration closed the connection: the request is aborted long before its natural end.
     deadline = time.monotonic() + 15
@@ -91,6 +99,7 @@ def test_disconnect_mid_stream_frees_the_slot(server, model_name, max_context):
     assert server.metric("dllm_request_finished_total", finish_reason="abort") == aborted_before + 1
     server.wait_idle(timeout=10)
     assert server.metric("dllm_num_requests_running") == 0
+    assert server.metric("dllm_kv_cache_pages_in_use") == 0
 
 
 def test_disconnect_while_waiting_for_json(server, model_name, max_context):

@@ -1,4 +1,5 @@
-"""Queue limits and the request timeout, on a server with one slot, three queue places and a 3 s limit."""
+"""Queue limits, the request timeout and a missing K/V cache pool, on a server with one slot, three
+queue places, a 3 s limit and --kv-cache-memory 0."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def small_server(model_dir, tmp_path_factory):
         "3",
         "--request-timeout",
         "3",
+        "--kv-cache-memory",
+        "0",
     )
     yield proc
     proc.stop()
@@ -77,3 +80,16 @@ def test_queue_full_and_timeouts(small_server, model_name, max_context):
         json={"model": model_name, "prompt": "hi", "max_tokens": 4, "steps": 4},
     )
     assert r.status_code == 200, r.text
+
+
+def test_cached_request_without_a_pool(small_server, model_name):
+    s = small_server
+    for path, body in (
+        ("/chat/completions", {"messages": [{"role": "user", "content": "reverse abc"}]}),
+        ("/completions", {"prompt": "copy abc", "stream": True}),
+    ):
+        r = httpx.post(s.v1 + path, headers=s.headers, json={"model": model_name, "cache": "prefix", **body})
+        err = assert_error(r, 400, "cache", "invalid_value")
+        assert "needs a K/V cache pool" in err["message"], err
+    m = s.metrics()
+    assert m[("dllm_kv_cache_pages_total", ())] == 0 and m[("dllm_kv_cache_usage_ratio", ())] == 0
