@@ -6,6 +6,7 @@ against the checkpoint's defaults when they are added, so a bad request fails al
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,10 @@ class EngineConfig:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
         memory = self.kv_cache_memory
         if memory is not None and (
-            isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory >= 0
+            isinstance(memory, bool)
+            or not isinstance(memory, (int, float))
+            or not math.isfinite(memory)
+            or memory < 0
         ):
             raise ValueError(f"kv_cache_memory must be a number of GiB >= 0; got {memory!r}")
 
@@ -78,7 +82,13 @@ class Engine:
         shape = (cfg.n_layers, cfg.n_kv_heads, cfg.head_dim)
         budget = kv_budget_bytes(self.config.kv_cache_memory, self.loaded.device)
         num_pages = budget // KVCache.page_bytes(*shape, self.loaded.dtype)
-        return KVCache(*shape, num_pages, self.loaded.dtype, self.loaded.device)
+        try:
+            return KVCache(*shape, num_pages, self.loaded.dtype, self.loaded.device)
+        except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            raise ValueError(
+                f"cannot allocate a K/V cache pool of {budget / 2**30:.2f} GiB on {self.loaded.device} "
+                f"({type(exc).__name__}): lower kv_cache_memory"
+            ) from None
 
     @property
     def default_params(self) -> dict:

@@ -342,3 +342,16 @@ def test_random_aborts_leave_the_pool_empty(llm):
             engine.abort(engine.scheduler.running[0].request_id)
         engine.step()
     assert engine.kv_cache.allocator.num_used == 0
+
+
+@pytest.mark.parametrize("memory", [float("inf"), float("nan"), -1, True, "1"])
+def test_bad_pool_budgets_are_refused(memory):
+    from engine.engine import EngineConfig
+
+    with pytest.raises(ValueError, match="kv_cache_memory"):
+        EngineConfig(kv_cache_memory=memory)
+
+
+def test_a_pool_that_cannot_be_allocated_is_a_clear_error(tiny_ckpt):
+    with pytest.raises(ValueError, match="cannot allocate a K/V cache pool"):
+        LLM(tiny_ckpt, device="cpu", dtype="float32", kernels="torch", kv_cache_memory=1e9)
