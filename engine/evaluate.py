@@ -2,8 +2,15 @@
 
 For every mode, all held-out prompts (never seen in training, see models/demo_tasks.py) run as one
 batch through LLM.chat at temperature 0; the table reports exact match per task, forward passes per
-generated token (NFE/token) and generated tokens per second. The exact mode is the reference against
-which the fast modes' quality is compared.
+generated token (NFE/token), forward positions per generated token (positions the model computed:
+the sum of StepStats.num_tokens over the mode's run, per generated token), generated tokens per
+second, and the largest drop of any task's accuracy below the exact mode (the reference against
+which the fast modes' quality is compared), in points.
+
+Every mode names its K/V cache, so the engine's default cache (--cache) does not change what a mode
+means. The demo checkpoint's schedule is one block of 24 tokens: there the prefix and dual caches
+query the same positions (the block is everything after the prompt), so the "-block-8" modes also
+run them on blocks of 8, where they differ.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from engine.cli import add_engine_arguments, engine_kwargs
 from engine.sampling_params import SamplingParams
 from models.demo_tasks import TASKS, heldout_examples, is_correct
 
-# Mode name -> the SamplingParams overrides it stands for (the rest: the checkpoint's defaults).
+# Mode name -> the SamplingParams overrides it stands for (the rest: the checkpoint's defaults;
+# cache: "none" unless named).
 MODES = {
     "exact": {},
     "exact-half-steps": {"steps": "half"},
@@ -25,12 +33,15 @@ MODES = {
     "continuous": {"sampler": "continuous"},
     "threshold-0.9": {"threshold": 0.9},
     "factor-1.0": {"factor": 1.0},
+    # Fast-dLLM's approximate K/V caches, on the fixed schedule and with threshold decoding.
+    "prefix": {"cache": "prefix"},
+    "prefix-threshold-0.9": {"cache": "prefix", "threshold": 0.9},
+    "prefix-block-8": {"cache": "prefix", "block_length": 8},
+    "dual": {"cache": "dual"},
+    "dual-threshold-0.9": {"cache": "dual", "threshold": 0.9},
+    "dual-block-8": {"cache": "dual", "block_length": 8},
 }
-
-
-def main_modes() -> list[str]:
-    """Mode names in report order; the first is the exact reference mode."""
-    return list(MODES)
+REFERENCE_MODE = "exact"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def mode_params(mode: str, defaults: dict) -> SamplingParams:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    overrides = dict(MODES[mode])
+    overrides = {"cache": "none", **MODES[mode]}
     if overrides.get("steps") == "half":
         base = SamplingParams(temperature=0.0).resolve(defaults)
         overrides["steps"] = max(base.max_tokens // 2, base.num_blocks)
@@ -54,35 +65,58 @@ def mode_params(mode: str, defaults: dict) -> SamplingParams:
 
 def evaluate(llm, tasks: list[str], modes: list[str], num_prompts: int, seed: int) -> list[dict]:
     examples = [ex for task in tasks for ex in heldout_examples(task, num_prompts, seed)]
-    rows = []
-    for mode in modes:
-        params = mode_params(mode, llm.engine.default_params)
-        start = time.perf_counter()
-        outs = llm.chat([ex.messages() for ex in examples], params)
-        seconds = time.perf_counter() - start
-        tokens = sum(len(o.token_ids) for o in outs)
-        nfe = sum(o.num_forward_passes for o in outs)
-        row = {
-            "mode": mode,
-            "seconds": seconds,
-            "generated_tokens": tokens,
-            "forward_passes": nfe,
-            "nfe_per_token": nfe / max(tokens, 1),
-            "tokens_per_s": tokens / seconds,
-        }
-        for task in tasks:
-            pairs = [(ex, o) for ex, o in zip(examples, outs, strict=True) if ex.task == task]
-            row[task] = sum(is_correct(ex, o.text) for ex, o in pairs) / len(pairs)
-        rows.append(row)
+    steps = []  # StepStats of the current mode's run
+    llm.engine.step_listeners.append(steps.append)
+    try:
+        rows = []
+        for mode in modes:
+            params = mode_params(mode, llm.engine.default_params)
+            steps.clear()
+            start = time.perf_counter()
+            outs = llm.chat([ex.messages() for ex in examples], params)
+            seconds = time.perf_counter() - start
+            rows.append(result_row(mode, seconds, outs, sum(s.num_tokens for s in steps)))
+            for task in tasks:
+                pairs = [(ex, o) for ex, o in zip(examples, outs, strict=True) if ex.task == task]
+                rows[-1][task] = sum(is_correct(ex, o.text) for ex, o in pairs) / len(pairs)
+    finally:
+        llm.engine.step_listeners.remove(steps.append)
     return rows
 
 
+def result_row(mode: str, seconds: float, outs, num_positions: int) -> dict:
+    tokens = sum(len(o.token_ids) for o in outs)
+    nfe = sum(o.num_forward_passes for o in outs)
+    return {
+        "mode": mode,
+        "seconds": seconds,
+        "generated_tokens": tokens,
+        "forward_passes": nfe,
+        "nfe_per_token": nfe / max(tokens, 1),
+        "forward_positions": num_positions,
+        "positions_per_token": num_positions / max(tokens, 1),
+        "tokens_per_s": tokens / seconds,
+    }
+
+
+def largest_drop(row: dict, reference: dict | None, tasks: list[str]) -> float | None:
+    """The largest accuracy drop of any task below the reference row, in points (None: no reference)."""
+    if reference is None or row is reference:
+        return None
+    return max(100 * (reference[t] - row[t]) for t in tasks)
+
+
 def format_table(rows: list[dict], tasks: list[str]) -> str:
-    head = "| mode | " + " | ".join(tasks) + " | NFE/token | tokens/s |"
-    lines = [head, "|" + "---|" * (len(tasks) + 3)]
+    reference = next((r for r in rows if r["mode"] == REFERENCE_MODE), None)
+    head = "| mode | " + " | ".join(tasks) + " | NFE/token | positions/token | tokens/s | drop vs exact |"
+    lines = [head, "|" + "---|" * (len(tasks) + 5)]
     for r in rows:
         acc = " | ".join(f"{100 * r[t]:.1f}%" for t in tasks)
-        lines.append(f"| {r['mode']} | {acc} | {r['nfe_per_token']:.2f} | {r['tokens_per_s']:.1f} |")
+        drop = largest_drop(r, reference, tasks)
+        lines.append(
+            f"| {r['mode']} | {acc} | {r['nfe_per_token']:.2f} | {r['positions_per_token']:.1f} | "
+            f"{r['tokens_per_s']:.1f} | {'-' if drop is None else f'{drop:.1f}'} |"
+        )
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from engine import LLM, SamplingParams
-from engine.evaluate import evaluate, format_table, main_modes
+from engine.evaluate import MODES, evaluate, format_table, largest_drop, mode_params
 from models import DEMO_MODEL_DIR, load_model
 from models.demo_tasks import CORE_TASKS
 
@@ -35,9 +35,41 @@ def test_defaults_alone_answer_correctly(llm):
     assert all(o.finish_reason == "stop" for o in outs)
 
 
+CACHED = ["prefix", "prefix-threshold-0.9", "prefix-block-8", "dual", "dual-threshold-0.9", "dual-block-8"]
+
+
 def test_quick_heldout_eval_stays_above_90_percent(llm):
-    rows = evaluate(llm, list(CORE_TASKS), ["exact"], num_prompts=16, seed=99)
-    print(format_table(rows, list(CORE_TASKS)))
-    for task in CORE_TASKS:
-        assert rows[0][task] >= 0.9, (task, rows[0][task])
-    assert main_modes()[0] == "exact"
+    modes = ["exact", "exact-block-8", *CACHED]
+    rows = {r["mode"]: r for r in evaluate(llm, list(CORE_TASKS), modes, num_prompts=16, seed=99)}
+    print(format_table(list(rows.values()), list(CORE_TASKS)))
+    for mode in modes:
+        for task in CORE_TASKS:
+            assert rows[mode][task] >= 0.9, (mode, task, rows[mode][task])
+    # Forward positions per answer token: the caches compute fewer; on one block of 24 tokens the
+    # prefix and dual caches query the same positions, on blocks of 8 dual queries fewer.
+    per_token = {mode: r["positions_per_token"] for mode, r in rows.items()}
+    assert per_token["dual"] == per_token["prefix"] < per_token["exact"]
+    assert per_token["dual-block-8"] < per_token["prefix-block-8"] < per_token["exact-block-8"]
+    assert all(r["positions_per_token"] >= r["nfe_per_token"] for r in rows.values())
+
+
+def test_every_mode_names_its_cache():
+    engine_default = {"cache": "dual"}  # `dllm eval --cache dual` must not turn exact into dual
+    caches = {mode: mode_params(mode, engine_default).resolve(engine_default).cache for mode in MODES}
+    assert caches["exact"] == caches["threshold-0.9"] == "none"
+    assert caches["prefix-threshold-0.9"] == "prefix" and caches["dual-block-8"] == "dual"
+    assert set(caches.values()) == {"none", "prefix", "dual"}
+
+
+def test_table_reports_the_largest_drop_below_exact():
+    tasks = ["reverse", "sort"]
+    exact = {"mode": "exact", "reverse": 1.0, "sort": 0.98}
+    dual = {"mode": "dual", "reverse": 0.97, "sort": 0.99}
+    rows = [
+        {**r, "nfe_per_token": 1.0, "positions_per_token": 30.0, "tokens_per_s": 10.0} for r in (exact, dual)
+    ]
+    assert largest_drop(rows[1], rows[0], tasks) == pytest.approx(3.0)
+    assert largest_drop(rows[0], rows[0], tasks) is None and largest_drop(rows[1], None, tasks) is None
+    table = format_table(rows, tasks)
+    assert "| exact | 100.0% | 98.0% | 1.00 | 30.0 | 10.0 | - |" in table
+    assert "| dual | 97.0% | 99.0% | 1.00 | 30.0 | 10.0 | 3.0 |" in table
