@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # GPU check: gpu-tier tests (kernels at LLaDA-8B shapes, engine on CUDA), every kernel benchmark,
-# the offline engine at LLaDA-8B shapes (random weights) with torch and Triton kernels, and a sweep of
-# attention tiles.
+# the offline engine at LLaDA-8B shapes (random weights) in every cache mode with Triton kernels (and a
+# torch-kernel comparison), the kernel and engine goals judged, and a sweep of attention tiles.
 # Run from the repository root:  PYTHONPATH=. bash benchmarks/gpu_check.sh
 # Everything (log, junit xml, per-benchmark CSV/markdown, summary.md) goes to "${RESULTS_DIR:-benchmarks/results}".
 # One failing step does not stop the others; the exit status is 1 if any step failed.
-# Budget: about 6 minutes on an H200 (each step has its own timeout; steps that would start after
+# Budget: about 8 minutes on an H200 (each step has its own timeout; steps that would start after
 # GPU_CHECK_BUDGET seconds, default 500, are skipped and listed as such). When $OUT is set (the
 # device tool), everything is also packed into $OUT/gpu_results.tgz, since few files come back.
 set -u
@@ -58,22 +58,32 @@ run_step "pytest -m gpu (engine, models)" 150 "$PY" -m pytest -m gpu tests/engin
 for bench in attention sampling_head rms_norm swiglu rotary; do
     run_step "bench_$bench" 90 "$PY" "benchmarks/kernels/bench_$bench.py"
 done
-for kernels in triton torch; do
-    run_step "offline LLaDA-8B shapes ($kernels)" 120 "$PY" benchmarks/offline.py --device cuda \
-        --llada-8b --kernels "$kernels" --batches 1,8 --prompt-len 64 --max-tokens 128 \
-        --block-length 32 --repeats 2 --out "$OUT_DIR"
-done
+# The engine at LLaDA-8B shapes (random weights, bf16): cache none/prefix/dual, batch 1/8/32, one and
+# four tokens per step, judged by benchmarks/engine_goals.py. The goal rows (dual, one token per step,
+# batch 1 and 32) run first. The exact mode at one token per step runs last and at batch 1 and 8
+# only: a full-canvas step at batch 32 (32 x 320 positions) is ~0.25 s, about 64 s a run.
+ENGINE=(benchmarks/offline.py --device cuda --llada-8b --prompt-len 64 --max-tokens 256
+    --block-length 32 --repeats 1 --out "$OUT_DIR")
+run_step "engine LLaDA-8B: dual, prefix; 1 token/step" 180 "$PY" "${ENGINE[@]}" --kernels triton \
+    --cache dual,prefix --batches 1,32,8 --tag tps1_cached
+run_step "engine LLaDA-8B: none, prefix, dual; 4 tokens/step" 150 "$PY" "${ENGINE[@]}" --kernels triton \
+    --cache none,prefix,dual --batches 1,8,32 --tokens-per-step 4 --tag tps4
+run_step "engine LLaDA-8B: none; 1 token/step" 120 "$PY" "${ENGINE[@]}" --kernels triton \
+    --cache none --batches 1,8 --tag tps1_exact
+run_step "engine LLaDA-8B: torch kernels" 90 "$PY" "${ENGINE[@]}" --kernels torch \
+    --cache none,dual --batches 1 --tag tps1
 # Other attention tiles and launch options, to choose launch_config from measurements.
 run_step "bench_attention --sweep" 150 "$PY" benchmarks/kernels/bench_attention.py --sweep
 # The small interpreter-tier tests, compiled for the GPU this time (cheap; extra coverage).
 run_step "pytest -m interpreter (compiled)" 90 "$PY" -m pytest -m interpreter tests/kernels -q \
     -p no:cacheprovider --junitxml="$OUT_DIR/interpreter_tier_on_gpu.xml"
 
-# Goals verdicts from the benchmark CSVs (cheap: runs even past the budget).
+# Goals verdicts from the benchmark CSVs and the engine's JSON (cheap: run even past the budget).
 "$PY" benchmarks/kernels/goals.py "$OUT_DIR" >>"$LOG" 2>&1 || echo "goals.py failed" | tee -a "$LOG"
+"$PY" benchmarks/engine_goals.py "$OUT_DIR" >>"$LOG" 2>&1 || echo "engine_goals.py failed" | tee -a "$LOG"
 
 {
-    echo "# Kernel GPU check"
+    echo "# GPU check (kernels and engine)"
     echo
     echo "Device: $("$PY" -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')" 2>/dev/null)"
     echo "Date: $(date -u +%Y-%m-%dT%H:%M:%SZ); git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -82,8 +92,7 @@ run_step "pytest -m interpreter (compiled)" 90 "$PY" -m pytest -m interpreter te
     echo "|---|---|---|"
     printf '%s\n' "${STEPS[@]}"
     echo
-    [ -f "$OUT_DIR/goals.md" ] && { cat "$OUT_DIR/goals.md"; echo; }
-    for md in "$OUT_DIR"/bench_*.md "$OUT_DIR"/offline_gpu_*.md; do
+    for md in "$OUT_DIR/goals.md" "$OUT_DIR/engine_goals.md" "$OUT_DIR"/bench_*.md; do
         [ -f "$md" ] && { cat "$md"; echo; }
     done
 } >"$SUMMARY"

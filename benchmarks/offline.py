@@ -12,10 +12,11 @@ normal path: d_model 256, 4 layers, an embedding and LM head of 32000 rows (--d-
 
 One row per (batch, cache mode): tokens/s, forwards/s, rows per forward, forward positions per
 generated token (sum of StepStats.num_tokens / generated tokens), speedup over cache "none" at the
-same batch and settings (when "none" ran too), seconds. Every configuration warms up on one block
-(kernels compiled, allocator warm), then runs `--repeats` times; the median time is reported.
-Results go to OUT/offline_<cpu|gpu>_<kernels>[_llada8b][_<model>][_<tag>].{md,json}, the device
-named in both, rewritten after every row so that a run cut short still leaves what it measured.
+same batch and settings (when "none" ran too), median seconds (the table and speedups:
+engine_goals.py, which also judges the GPU goals on these files). At each batch size every mode
+warms up on one block (kernels compiled, allocator warm), then `--repeats` rounds run each mode once,
+interleaved. Results go to OUT/offline_<cpu|gpu>_<kernels>[_llada8b][_<model>][_<tag>].{md,json},
+the device named in both, rewritten after every batch size so that a run cut short keeps the rest.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from engine_goals import add_speedups, format_rows  # noqa: E402
 
 from engine import LLM, SamplingParams  # noqa: E402
 from engine.sampling_params import CACHE_MODES  # noqa: E402
@@ -50,9 +53,6 @@ LLADA_8B = dict(
     eos_token_id=126081,
     max_sequence_length=4096,
 )
-
-# Which settings make two rows comparable (speedup of a cache mode over "none").
-SAME_RUN = ("batch", "tokens_per_step", "prompt_len", "max_tokens", "block_length", "kernels")
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> None:
@@ -150,32 +150,42 @@ def timed_generate(llm: LLM, prompts: list[list[int]], params: SamplingParams) -
     return time.perf_counter() - start, sum(len(o.token_ids) for o in outs)
 
 
-def measure(llm: LLM, batch: int, cache: str, args: argparse.Namespace) -> dict:
-    """One (batch, cache mode): a one-block warm-up, then the median of `args.repeats` runs."""
+def measure_batch(llm: LLM, batch: int, args: argparse.Namespace) -> list[dict]:
+    """Every cache mode at one batch size: a one-block warm-up each, then `args.repeats` rounds of
+    one run per mode (interleaved, so that a drifting load on the machine hits every mode alike);
+    each mode's row reports its median time."""
     prompts = [[(7 * i + j) % 200 + 10 for j in range(args.prompt_len)] for i in range(batch)]
     tps = args.tokens_per_step
     steps = []
     llm.engine.step_listeners[:] = [steps.append]
-    timed_generate(llm, prompts, sampling_params(args.block_length, args.block_length, tps, cache))
-    times = []
+    for cache in args.caches:
+        timed_generate(llm, prompts, sampling_params(args.block_length, args.block_length, tps, cache))
+    times = {cache: [] for cache in args.caches}
+    runs = {}
     for _ in range(args.repeats):
-        steps.clear()
-        seconds, tokens = timed_generate(
-            llm, prompts, sampling_params(args.max_tokens, args.block_length, tps, cache)
-        )
-        times.append(seconds)
+        for cache in args.caches:
+            steps.clear()
+            params = sampling_params(args.max_tokens, args.block_length, tps, cache)
+            seconds, tokens = timed_generate(llm, prompts, params)
+            times[cache].append(seconds)
+            runs[cache] = (tokens, list(steps))
+    return [result_row(llm, batch, cache, times[cache], *runs[cache], args) for cache in args.caches]
+
+
+def result_row(llm: LLM, batch: int, cache: str, times: list[float], tokens: int, steps, args) -> dict:
     t = statistics.median(times)
     forwards = [s for s in steps if s.num_rows]
     positions = sum(s.num_tokens for s in steps)
     return {
         "cache": cache,
         "batch": batch,
-        "tokens_per_step": tps,
+        "tokens_per_step": args.tokens_per_step,
         "prompt_len": args.prompt_len,
         "max_tokens": args.max_tokens,
         "block_length": args.block_length,
         "kernels": llm.engine.ops.name,
         "seconds": t,
+        "all_seconds": times,
         "generated_tokens": tokens,
         "forward_passes": len(forwards),
         "forward_positions": positions,
@@ -184,30 +194,6 @@ def measure(llm: LLM, batch: int, cache: str, args: argparse.Namespace) -> dict:
         "forwards_per_s": len(forwards) / t,
         "mean_rows_per_forward": sum(s.num_rows for s in forwards) / max(len(forwards), 1),
     }
-
-
-def add_speedups(rows: list[dict]) -> None:
-    """speedup_vs_none: tokens/s over the cache-"none" row of the same settings (None without one)."""
-    base = {tuple(r[k] for k in SAME_RUN): r for r in rows if r["cache"] == "none"}
-    for r in rows:
-        ref = base.get(tuple(r[k] for k in SAME_RUN))
-        r["speedup_vs_none"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref else None
-
-
-def format_rows(rows: list[dict]) -> list[str]:
-    lines = [
-        "| batch | cache | tokens/step | tokens/s | speedup vs none | positions/token | forwards/s "
-        "| rows/forward | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        speedup = "-" if r["speedup_vs_none"] is None else f"{r['speedup_vs_none']:.2f}x"
-        lines.append(
-            f"| {r['batch']} | {r['cache']} | {r['tokens_per_step']} | {r['tokens_per_s']:.1f} | "
-            f"{speedup} | {r['positions_per_token']:.1f} | {r['forwards_per_s']:.1f} | "
-            f"{r['mean_rows_per_forward']:.1f} | {r['seconds']:.2f} |"
-        )
-    return lines
 
 
 def parse_args(argv) -> argparse.Namespace:
@@ -285,13 +271,12 @@ def main(argv=None) -> int:
         name, header = describe(args, llm)
         results = []
         for batch in (int(b) for b in args.batches.split(",")):
-            for cache in args.caches:
-                results.append(measure(llm, batch, cache, args))
-                add_speedups(results)
-                table = "\n".join([header, "", *format_rows(results)])
-                (out / f"{name}.md").write_text(table + "\n")
-                record = {"device": device_name(args.device), "header": header, "results": results}
-                (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+            results += measure_batch(llm, batch, args)
+            add_speedups(results)
+            table = "\n".join([header, "", *format_rows(results)])
+            (out / f"{name}.md").write_text(table + "\n")
+            record = {"device": device_name(args.device), "header": header, "results": results}
+            (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(table)
     return 0
 

@@ -1,9 +1,13 @@
-"""benchmarks/offline.py end to end on a tiny random model: every cache mode, a row each, sane figures."""
+"""benchmarks/offline.py end to end on a tiny random model (every cache mode, a row each, sane
+figures), and benchmarks/engine_goals.py judging hand-written GPU results on both sides of each goal."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,3 +36,79 @@ def test_offline_benchmark_measures_every_cache_mode(tmp_path):
         assert none["positions_per_token"] == (8 + 16) / 2  # the whole canvas every step
         assert dual["positions_per_token"] < prefix["positions_per_token"] < none["positions_per_token"]
         assert none["speedup_vs_none"] == 1.0 and dual["speedup_vs_none"] > 0
+
+
+@pytest.fixture(scope="module")
+def engine_goals():
+    """benchmarks/engine_goals.py as a module (benchmarks/ is not a package)."""
+    path = ROOT / "benchmarks" / "engine_goals.py"
+    spec = importlib.util.spec_from_file_location("engine_goals", path)
+    module = sys.modules["engine_goals"] = importlib.util.module_from_spec(spec)  # dataclasses need it
+    spec.loader.exec_module(module)
+    return module
+
+
+def gpu_row(batch, cache, tokens_per_s, tokens_per_step=1, kernels="triton", max_tokens=256):
+    """An offline.py row as the GPU run would write it; only the settings and tokens/s matter here."""
+    return {
+        "cache": cache,
+        "batch": batch,
+        "tokens_per_step": tokens_per_step,
+        "prompt_len": 64,
+        "max_tokens": max_tokens,
+        "block_length": 32,
+        "kernels": kernels,
+        "seconds": batch * max_tokens / tokens_per_s,
+        "generated_tokens": batch * max_tokens,
+        "forward_passes": max_tokens // tokens_per_step,
+        "forward_positions": 0,
+        "positions_per_token": 0.0,
+        "tokens_per_s": tokens_per_s,
+        "forwards_per_s": 1.0,
+        "mean_rows_per_forward": float(batch),
+    }
+
+
+def write_run(folder: Path, tag: str, rows: list[dict]) -> None:
+    record = {"device": "NVIDIA H200", "header": f"made up for a test: {tag}", "results": rows}
+    (folder / f"offline_gpu_{tag}.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    ("batch1", "batch32", "expected"),
+    [(130.0, 650.0, ("PASS", "FAIL")), (110.0, 750.0, ("FAIL", "PASS")), (120.0, 700.0, ("PASS", "PASS"))],
+)
+def test_engine_goals_judged_on_both_sides(tmp_path, engine_goals, batch1, batch32, expected):
+    write_run(
+        tmp_path,
+        "triton_llada8b_cached",
+        [
+            gpu_row(1, "dual", batch1),
+            gpu_row(32, "dual", batch32),
+            gpu_row(32, "prefix", 5000.0),  # another cache mode: not judged
+            gpu_row(32, "dual", 9000.0, tokens_per_step=4),  # another schedule: not judged
+        ],
+    )
+    write_run(tmp_path, "torch_llada8b", [gpu_row(1, "dual", 9000.0, kernels="torch")])
+    rows = [r for run in engine_goals.read_runs(tmp_path) for r in run["results"]]
+    assert tuple(engine_goals.verdict(g, rows)[0] for g in engine_goals.GOALS) == expected
+    assert engine_goals.verdict(engine_goals.GOALS[0], rows)[1] == batch1
+
+
+def test_engine_goals_report_speedups_across_files_and_missing_rows(tmp_path, engine_goals):
+    write_run(tmp_path, "triton_llada8b_exact", [gpu_row(1, "none", 26.0)])
+    write_run(tmp_path, "triton_llada8b_cached", [gpu_row(1, "dual", 130.0), gpu_row(8, "dual", 400.0)])
+    write_run(tmp_path, "triton_kernels_only", [gpu_row(32, "dual", 900.0)])  # not an llada8b run
+    assert engine_goals.main([str(tmp_path)]) == 0
+    text = (tmp_path / "engine_goals.md").read_text()
+    assert "Device: NVIDIA H200" in text
+    assert "| >= 120 tokens/s | batch 1, dual cache, 1 token/step" in text and "| 130.0 | PASS |" in text
+    assert "| >= 700 tokens/s | batch 32, dual cache" in text and "| - | MISSING |" in text
+    assert "| 1 | dual | 1 | 130.0 | 5.00x |" in text  # over the exact row of the other file
+    assert "| 8 | dual | 1 | 400.0 | - |" in text  # no exact row at batch 8
+
+
+def test_engine_goals_without_results(tmp_path, engine_goals):
+    assert engine_goals.main([str(tmp_path)]) == 0
+    text = (tmp_path / "engine_goals.md").read_text()
+    assert text.count("MISSING") == 2 and "no run found" in text
