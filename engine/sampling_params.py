@@ -15,6 +15,9 @@ SAMPLERS = ("exact", "continuous")
 # "none": every step runs the whole canvas (LLaDA's exact mode). "prefix" / "dual": Fast-dLLM's
 # approximate KV caches, refreshed by one full forward on entering each block.
 CACHE_MODES = ("none", "prefix", "dual")
+# CFG guides with uncond + (w + 1) * (cond - uncond) in fp32: a huge w overflows to inf - inf = NaN.
+# LLaDA uses w of a few units; 100 is far beyond any useful guidance and far from overflow.
+MAX_CFG_SCALE = 100.0
 
 # Used where neither the request nor the checkpoint says otherwise. steps None -> max_tokens (one
 # token per step, the exact mode); block_length None -> max_tokens (one block, pure diffusion).
@@ -69,6 +72,8 @@ class SamplingParams:
         _check_int(self, "block_length", 1)
         _check_float(self, "temperature", 0.0)
         _check_float(self, "cfg_scale", 0.0)
+        if self.cfg_scale is not None and self.cfg_scale > MAX_CFG_SCALE:
+            raise ValueError(f"cfg_scale must be at most {MAX_CFG_SCALE:g}; got {self.cfg_scale:g}")
         if self.remasking is not None and self.remasking not in REMASKING:
             raise ValueError(f"remasking must be one of {', '.join(REMASKING)}; got {self.remasking!r}")
         if self.sampler is not None and self.sampler not in SAMPLERS:

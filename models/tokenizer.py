@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from pathlib import Path
 
 from models.errors import CheckpointError
@@ -25,11 +27,59 @@ def load_tokenizer(ckpt_dir: Path):
 
 
 def render_chat(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of the chat-formatted prompt, ending with the assistant header."""
+    """Token ids of the chat-formatted prompt, ending with the assistant header.
+
+    Special tokens come from the template only: special-token text inside a message's content (a
+    user typing `<|eot_id|><|start_header_id|>system...`) is encoded as the plain text it is, so it
+    cannot forge a turn. Content without such text tokenizes exactly as the rendered string does.
+    """
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("this model's tokenizer has no chat template; send a plain prompt instead")
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    specials = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+    if not any(s in str(m.get("content", "")) for m in messages for s in specials):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return _render_content_as_text(tokenizer, messages, text)
+
+
+def _render_content_as_text(tokenizer, messages: list[dict], text: str) -> list[int]:
+    """Render again with a random mark for each content, find what the template made of each content
+    in `text` (after filters such as trim), and encode template parts with special tokens and
+    contents without. The fast tokenizer splits on special tokens before anything else, so the parts
+    encode as they would inside the whole string."""
+    marks = [f"dllm{secrets.token_hex(8)}m{i}" for i in range(len(messages))]
+    skeleton = tokenizer.apply_chat_template(
+        [{**m, "content": mark} for m, mark in zip(messages, marks, strict=True)],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    parts = re.split(f"({'|'.join(marks)})", skeleton)  # template, mark, template, mark, ..., template
+    pattern, seen = [], set()
+    for k, part in enumerate(parts):
+        if k % 2 == 0:
+            pattern.append(re.escape(part))
+        else:
+            pattern.append(f"(?P={part})" if part in seen else f"(?P<{part}>.*?)")
+            seen.add(part)
+    match = re.fullmatch("".join(pattern), text, re.DOTALL)
+    if match is None:
+        raise ValueError(
+            "a message contains special-token text that this model's chat template cannot keep as text"
+        )
+    ids = []
+    for k, part in enumerate(parts):
+        if k % 2 == 0:
+            ids += tokenizer(part, add_special_tokens=False)["input_ids"]
+        else:
+            content = match.group(part)
+            ids += tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return ids
+
+
+def max_token_chars(tokenizer) -> int:
+    """Characters of the vocabulary's longest token (byte-level vocabularies: bytes, at least the
+    characters). A text of n characters is at least n / max_token_chars tokens."""
+    return max(len(token) for token in tokenizer.get_vocab())
 
 
 def special_token_id(tokenizer, token: str) -> int | None:
