@@ -119,6 +119,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     params = sampling_params_from(args)
     llm = LLM(args.model, **engine_kwargs(args))
+    llm.engine.warm_up()  # kernels or a device that cannot run: one line and status 2, not a traceback
     if args.chat:
         convs = [[{"role": "user", "content": p}] for p in args.prompt]
         outs = llm.chat(convs, params, use_tqdm=not args.quiet)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from engine.kv_cache import KVCache, kv_budget_bytes
 from engine.model_runner import ModelRunner
 from engine.outputs import RequestOutput, StepStats
@@ -40,6 +42,7 @@ class EngineConfig:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
         if self.cache is not None and self.cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
+        _check_device(self.device)
         memory = self.kv_cache_memory
         if memory is not None and (
             isinstance(memory, bool)
@@ -48,6 +51,24 @@ class EngineConfig:
             or memory < 0
         ):
             raise ValueError(f"kv_cache_memory must be a number of GiB >= 0; got {memory!r}")
+
+
+def _check_device(device: str) -> None:
+    """A device torch knows and this host has (CUDA ones: built with CUDA, index below the count)."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device {device!r}: CUDA is not available (no GPU, or torch built without CUDA)"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r}: this host has {count} CUDA device(s)")
 
 
 class Engine:
@@ -116,6 +137,32 @@ class Engine:
         if self.model_config.mask_token_id in prompt_ids:
             raise ValueError("the prompt contains the mask token id")
         return resolved
+
+    def warm_up(self) -> None:
+        """Run one tiny request (a 1-token prompt, 1 token, 1 step) to its end: an engine that cannot
+        step (kernels its device cannot run, a broken device) fails here, at start, with a one-line
+        ValueError instead of failing every request later. Step listeners do not see it."""
+        token = 1 if self.model_config.mask_token_id == 0 else 0
+        params = SamplingParams(
+            max_tokens=1, steps=1, block_length=1, temperature=0.0, cfg_scale=0.0, cache="none"
+        )
+        listeners, self.step_listeners = self.step_listeners, []
+        try:
+            self.add_request("warm-up", [token], params)
+            while self.has_unfinished():
+                self.step()
+        except Exception as exc:
+            self.abort("warm-up")
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            hint = ""
+            if self.ops.name == "triton" and self.loaded.device.type != "cuda":
+                hint = ": Triton kernels need a CUDA device; use the torch kernels"
+            raise ValueError(
+                f"the engine cannot run a step on {self.loaded.device} with {self.ops.name} kernels"
+                f"{hint} ({type(exc).__name__}: {reason})"
+            ) from None
+        finally:
+            self.step_listeners = listeners
 
     def add_request(
         self,

@@ -2,7 +2,12 @@
 or server-sent events. Everything else lives in the modules the handlers call.
 
     POST /v1/chat/completions   POST /v1/completions   GET /v1/models[/{id}]   (API key if configured)
-    GET /health (200 while taking requests, 503 while draining)   GET /metrics (Prometheus text)
+    GET /health (200 while taking requests; 503 after a fatal engine error, or on a connection
+    still open while draining)   GET /metrics (Prometheus text)
+
+Work before admission is bounded: the body by --max-request-bytes, the prompts of one request by
+--max-prompts-per-request (and the queue), a text prompt by its length in characters before it is
+tokenized, then by its length in tokens.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
+from models.tokenizer import max_token_chars
 from server import errors
 from server import protocol as p
 from server.auth import api_key_checker
@@ -25,6 +31,7 @@ from server.convert import (
     CompletionFormat,
     ResponseMeta,
     chat_prompt_ids,
+    check_prompt_text,
     check_request,
     completion_prompt_ids,
     sampling_params,
@@ -39,6 +46,9 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
     metrics = metrics or Metrics()
     metrics.bind(engine)
     created = int(time.time())
+    context = engine.engine.max_model_len
+    max_prompt_chars = context * max_token_chars(engine.tokenizer) if engine.tokenizer is not None else 0
+    max_prompts = min(config.max_prompts_per_request, engine.max_waiting)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -56,6 +66,10 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
 
     @app.get("/health")
     async def health():
+        if engine.failure is not None:
+            raise APIError(
+                503, f"the engine failed: {engine.failure}", "service_unavailable_error", code="engine_failed"
+            )
         if not engine.is_running:
             raise APIError(
                 503, "the server is shutting down", "service_unavailable_error", code="server_shutting_down"
@@ -83,6 +97,8 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
     async def chat_completions(request: Request):
         arrival = time.monotonic()
         req = await _parse(request, p.ChatCompletionRequest)
+        if engine.tokenizer is not None:
+            check_prompt_text(["".join(m.content for m in req.messages)], max_prompt_chars, "messages")
         # Tokenizing runs in a worker thread: a long prompt must not stall the event loop.
         prompts = [await asyncio.to_thread(chat_prompt_ids, engine.tokenizer, req.messages)]
         return await _generate(request, req, ChatFormat, "chatcmpl", prompts, arrival)
@@ -91,6 +107,12 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
     async def completions(request: Request):
         arrival = time.monotonic()
         req = await _parse(request, p.CompletionRequest)
+        if len(req.prompt) > max_prompts:
+            raise invalid_request(
+                f"at most {max_prompts} prompts per request; got {len(req.prompt)}", "prompt"
+            )
+        if isinstance(req.prompt[0], str) and engine.tokenizer is not None:
+            check_prompt_text(req.prompt, max_prompt_chars, "prompt")
         prompts = await asyncio.to_thread(completion_prompt_ids, engine.tokenizer, req.prompt)
         return await _generate(request, req, CompletionFormat, "cmpl", prompts, arrival)
 
@@ -115,6 +137,13 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
             ) from None
         if not isinstance(data, dict):
             raise invalid_request("The request body must be a JSON object.", code="invalid_json")
+        bad_text = p.lone_surrogate_path(body, data)
+        if bad_text is not None:
+            raise invalid_request(
+                f"Invalid value for '{bad_text}': the text holds a lone UTF-16 surrogate "
+                "(an unpaired \\ud800-\\udfff escape), which is not valid Unicode.",
+                bad_text,
+            )
         try:
             req = model.model_validate(data)
         except ValidationError as exc:

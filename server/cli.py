@@ -2,9 +2,18 @@
 
     dllm serve --model PATH --host 0.0.0.0 --port 8000 [--api-key KEY] [--max-num-seqs N] ...
 
-Shutdown (SIGTERM or Ctrl-C): the listening socket closes, /health turns 503, in-flight requests get
---drain-timeout seconds to finish; what is left is aborted (a stream ends with an error event and
-[DONE], a JSON request gets a 503), then the engine thread stops and the process exits 0.
+Start: the model loads and one warm-up step runs before the port opens; a bad flag, a broken checkpoint
+or an engine that cannot step ends the process with one line and status 2.
+
+Shutdown (SIGTERM or Ctrl-C): the listening socket closes (new connections are refused), in-flight
+requests get --drain-timeout seconds to finish; what is left then ends at once, even while a step is
+still running (a stream with an error event and [DONE], a JSON request with a 503); the engine thread
+gets 10 s more to finish its step, and the process ends by the signal it got (status 143 for SIGTERM,
+130 for Ctrl-C), as uvicorn re-raises it.
+
+A fatal engine error (the engine thread died, or MAX_CONSECUTIVE_STEP_FAILURES steps failed in a row)
+turns /health to 503, fails the requests in flight, and shuts the server down with status 1, so that
+Docker or Kubernetes restarts it.
 """
 
 from __future__ import annotations
@@ -61,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on shutdown, seconds in-flight requests get to finish (default 30)",
     )
     g.add_argument("--max-request-bytes", type=int, default=4 * 2**20, help="largest request body")
+    g.add_argument(
+        "--max-prompts-per-request",
+        type=int,
+        default=16,
+        help="prompts one completions request may hold (default 16; each is a running request)",
+    )
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     # String defaults go through each flag's `type`, so a bad value reads like a bad flag.
     env = {dest: os.environ[var] for var, dest in ENV_DEFAULTS.items() if os.environ.get(var)}
@@ -86,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout or None,
         drain_timeout_s=args.drain_timeout,
         max_request_bytes=args.max_request_bytes,
+        max_prompts_per_request=args.max_prompts_per_request,
         defaults=sampling_params_from(args),
     )
     engine_config = EngineConfig(model=model_dir, **engine_kwargs(args))
@@ -93,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     engine = AsyncEngine.from_config(engine_config, max_waiting=args.max_waiting)
+    engine.engine.warm_up()
     app = build_app(engine, config)
     uv_config = uvicorn.Config(
         app,
@@ -105,18 +122,28 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("dllm.server").info(
         "serving %s as %r on http://%s:%d/v1", model_dir, config.served_model_name, args.host, args.port
     )
-    DrainingServer(uv_config, engine, args.drain_timeout).run()
-    return 0
+    server = DrainingServer(uv_config, engine, args.drain_timeout)
+    server.run()
+    return server.exit_status
 
 
 class DrainingServer(uvicorn.Server):
     """uvicorn.Server that drains the engine while uvicorn waits for open connections, so that
     requests still running at the drain deadline end with an error body instead of a cut connection
-    (uvicorn's own graceful-shutdown timeout, a little longer, stays as the backstop)."""
+    (uvicorn's own graceful-shutdown timeout, a little longer, stays as the backstop); and that
+    shuts down with exit status 1 once the engine has failed."""
 
     def __init__(self, config: uvicorn.Config, engine, drain_timeout: float):
         super().__init__(config)
         self.engine, self.drain_timeout = engine, drain_timeout
+        self.exit_status = 0
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.engine.failure is not None and self.exit_status == 0:
+            logging.getLogger("dllm.server").error("engine failed: %s; shutting down", self.engine.failure)
+            self.exit_status = 1
+            self.should_exit = True
+        return await super().on_tick(counter)
 
     async def shutdown(self, sockets=None) -> None:
         drain = asyncio.ensure_future(self.engine.shutdown(drain_timeout=self.drain_timeout))

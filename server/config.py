@@ -14,6 +14,7 @@ class ServerConfig:
     request_timeout_s: float | None = 600.0  # arrival to last block; None: no limit
     drain_timeout_s: float = 30.0  # on shutdown, in-flight requests get this long to finish
     max_request_bytes: int = 4 * 2**20  # larger bodies are refused (413) before parsing
+    max_prompts_per_request: int = 16  # completions: one request holds at most this many prompts
     # Server-side sampling defaults: a request's unset fields take these, then the checkpoint's.
     defaults: SamplingParams = field(default_factory=SamplingParams)
 
@@ -26,5 +27,7 @@ class ServerConfig:
             raise ValueError(f"request timeout must be positive; got {self.request_timeout_s}")
         if self.drain_timeout_s < 0:
             raise ValueError(f"drain timeout must be >= 0; got {self.drain_timeout_s}")
+        if self.max_prompts_per_request < 1:
+            raise ValueError(f"max prompts per request must be >= 1; got {self.max_prompts_per_request}")
         if self.max_request_bytes < 1024:
             raise ValueError(f"max request bytes must be at least 1024; got {self.max_request_bytes}")

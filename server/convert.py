@@ -45,6 +45,20 @@ def chat_prompt_ids(tokenizer, messages: list[p.ChatMessage]) -> list[int]:
         raise invalid_request(f"cannot apply the chat template: {exc}", "messages") from None
 
 
+def check_prompt_text(texts: list[str], max_chars: int, param: str) -> None:
+    """Refuse a prompt that cannot fit the context before paying for tokenizing it: no token covers
+    more than the vocabulary's longest token, so a text longer than `max_chars` (context x that
+    length) has more tokens than the context holds."""
+    for text in texts:
+        if len(text) > max_chars:
+            raise invalid_request(
+                f"the prompt ({len(text)} characters) is longer than the model's context can hold "
+                f"(at most {max_chars} characters)",
+                param,
+                "context_length_exceeded",
+            )
+
+
 def completion_prompt_ids(tokenizer, prompts: list[str] | list[list[int]]) -> list[list[int]]:
     if isinstance(prompts[0], list):
         return [list(ids) for ids in prompts]
@@ -76,14 +90,21 @@ def check_request(
 ) -> None:
     """Everything the engine would refuse, refused now with a 400 (before any stream starts)."""
     core = engine.engine
-    if len(prompts) > engine.max_waiting:  # they all queue at once: more could never be admitted
-        raise invalid_request(f"at most {engine.max_waiting} prompts per request", prompt_param)
     for ids in prompts:  # before Engine.validate, which scans every id
         if len(ids) >= core.max_model_len:
             raise invalid_request(
                 f"prompt ({len(ids)} tokens) leaves no room in the model's context of "
                 f"{core.max_model_len} tokens",
                 prompt_param,
+                "context_length_exceeded",
+            )
+        # Before SamplingParams.resolve, whose steps-per-block check would blame `steps`.
+        if params.max_tokens is not None and len(ids) + params.max_tokens > core.max_model_len:
+            raise invalid_request(
+                f"{max_tokens_param} ({params.max_tokens}) plus the prompt ({len(ids)} tokens) is more "
+                f"than the model's context of {core.max_model_len} tokens: at most "
+                f"{core.max_model_len - len(ids)}",
+                max_tokens_param,
                 "context_length_exceeded",
             )
     try:

@@ -23,6 +23,7 @@ log = logging.getLogger("dllm.server")
 # SamplingParams messages, and the engine's refusals of a cache it cannot serve (no K/V pool, more
 # pages than the pool holds), start with the name of the field they are about.
 SAMPLING_FIELDS = tuple(f.name for f in fields(SamplingParams))
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}  # Starlette's own errors
 
 
 class APIError(Exception):
@@ -32,7 +33,8 @@ class APIError(Exception):
         message: str,
         type: str = "invalid_request_error",
         param: str | None = None,
-        code: str | None = None,
+        *,
+        code: str,  # every error names its kind, so clients can branch on it
         headers: dict | None = None,
     ):
         super().__init__(message)
@@ -47,7 +49,7 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-def invalid_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+def invalid_request(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
     return APIError(400, message, param=param, code=code)
 
 
@@ -88,12 +90,16 @@ def install(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = "Not found" if exc.status_code == 404 else str(exc.detail)
-        return APIError(exc.status_code, message, headers=getattr(exc, "headers", None)).response()
+        code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return APIError(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)).response()
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return APIError(
-            500, "The server had an error while processing your request.", "server_error"
+            500,
+            "The server had an error while processing your request.",
+            "server_error",
+            code="internal_error",
         ).response()
 
     app.add_exception_handler(APIError, api_error)

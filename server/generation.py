@@ -100,13 +100,19 @@ def admission_error(exc: Exception, prompt_param: str) -> APIError:
             429, f"{exc}; retry later", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}
         )
     if isinstance(exc, EngineDeadError):
-        return APIError(
-            503, "the server is shutting down", "service_unavailable_error", code="server_shutting_down"
-        )
+        return engine_dead_error(exc)
     if isinstance(exc, ValueError):
         return from_value_error(exc, prompt_param)
     log.error("engine request failed: %r", exc)
-    return APIError(500, f"engine error: {exc}", "server_error")
+    return APIError(500, f"engine error: {exc}", "server_error", code="engine_error")
+
+
+def engine_dead_error(exc: EngineDeadError) -> APIError:
+    if exc.failed:
+        return APIError(503, f"the engine failed: {exc}", "service_unavailable_error", code="engine_failed")
+    return APIError(
+        503, "the server is shutting down", "service_unavailable_error", code="server_shutting_down"
+    )
 
 
 def late_error(exc: BaseException, prompt_param: str) -> APIError:

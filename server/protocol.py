@@ -9,12 +9,48 @@ carries `num_forward_passes` (model rows the request took, the NFE of diffusion 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 MAX_STOP = 16  # stop strings per request
+
+
+# A lone UTF-16 surrogate can only come from a \ud800-\udfff escape or raw bytes ED A0-BF: look for
+# one in the decoded body only when the raw body holds either.
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def lone_surrogate_path(raw: bytes, data: Any) -> str | None:
+    """Dotted path (as errors name params) of the first string or key of `data` holding a lone
+    surrogate, which is not Unicode text (tokenizers and JSON encoders refuse it); None if none."""
+    if _MAYBE_SURROGATE.search(raw) is None:
+        return None
+
+    def find(value: Any, path: str) -> str | None:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or "body"
+            return None
+        items = (
+            value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        )
+        for key, item in items:
+            if isinstance(key, str) and find(key, "") is not None:
+                return path or "body"  # a key is no param name to echo
+            found = find(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+
+    try:
+        return find(data, "")
+    except RecursionError:
+        return "body"
 
 
 class StreamOptions(BaseModel):
@@ -55,7 +91,7 @@ class _GenerationRequest(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     n: int | None = None
-    stream: bool = False
+    stream: bool | None = None  # null: false
     stream_options: StreamOptions | None = None
     stop: list[str] | None = None  # a string is taken as a list of one
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)

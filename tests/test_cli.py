@@ -6,14 +6,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def dllm(*args, timeout=120):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def dllm(*args, timeout=120, drop_env=()):
+    env = {k: v for k, v in os.environ.items() if k not in drop_env}
+    env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],
         capture_output=True,
@@ -52,6 +54,26 @@ def test_missing_model_directory_is_one_clear_line(tmp_path):
     res = dllm("generate", "--model", str(tmp_path / "nope"), "hello")
     assert res.returncode == 2
     assert res.stderr.strip() == f"dllm generate: error: {tmp_path / 'nope'}: model directory not found"
+
+
+def test_kernels_that_cannot_run_are_one_line(tiny_ckpt):
+    """--kernels triton on a host without CUDA fails at the warm-up step, before any prompt runs."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a host without CUDA")
+    # Without TRITON_INTERPRET (tests/conftest.py sets it on CPU hosts): the real host's behaviour.
+    res = dllm(
+        "generate",
+        "--model",
+        str(tiny_ckpt),
+        "--kernels",
+        "triton",
+        "--quiet",
+        "hi",
+        drop_env=("TRITON_INTERPRET",),
+    )
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("dllm generate: error: ") and "triton" in res.stderr, res.stderr
 
 
 def test_broken_model_directory_names_the_file(tmp_path):

@@ -28,7 +28,16 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m engine.cli serve ...` with its output in a log file; ready once /health is 200."""
 
-    def __init__(self, model_dir: Path, log_path: Path, *flags: str):
+    def __init__(
+        self,
+        model_dir: Path,
+        log_path: Path,
+        *flags: str,
+        script: Path | None = None,
+        extra_env: dict | None = None,
+    ):
+        """`script`: a Python file run instead of `-m engine.cli` with `serve`'s arguments (fault
+        injection); `extra_env`: more environment variables."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -36,11 +45,11 @@ class ServerProcess:
         env["PYTHONPATH"] = str(REPO)
         # Small models on a shared 2-core machine: one torch thread avoids oversubscription stalls.
         env.setdefault("OMP_NUM_THREADS", "1")
+        env.update(extra_env or {})
+        launcher = [str(script)] if script is not None else ["-m", "engine.cli", "serve"]
         cmd = [
             sys.executable,
-            "-m",
-            "engine.cli",
-            "serve",
+            *launcher,
             "--model",
             str(model_dir),
             "--host",
@@ -119,6 +128,12 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def fault_server(model_dir: Path, log_path: Path, fault: str, *flags: str) -> ServerProcess:
+    """A server whose engine breaks as fault_serve.py's `fault` says, once it has started."""
+    script = Path(__file__).with_name("fault_serve.py")
+    return ServerProcess(model_dir, log_path, *flags, script=script, extra_env={"DLLM_TEST_FAULT": fault})
+
+
 def assert_error(response: httpx.Response, status: int, param: str | None = None, code: str | None = None):
     """An OpenAI error body with the given status (and param / code when given)."""
     assert response.status_code == status, response.text
@@ -130,6 +145,7 @@ def assert_error(response: httpx.Response, status: int, param: str | None = None
     assert isinstance(err["type"], str) and err["type"]
     if param is not None:
         assert err["param"] == param, err
+    assert isinstance(err["code"], str) and err["code"], err  # every error has a code
     if code is not None:
         assert err["code"] == code, err
     return err

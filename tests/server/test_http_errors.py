@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from http_helpers import assert_error
@@ -40,6 +42,14 @@ CASES = {
     "prompt of floats": ("completions", completion(prompt=[1.5]), 400, "prompt", None),
     "prompt empty list": ("completions", completion(prompt=[]), 400, "prompt", None),
     "more prompts than queue places": ("completions", completion(prompt=["a"] * 257), 400, "prompt", None),
+    "more prompts than allowed": (
+        "completions",
+        completion(prompt=["a"] * 17),
+        400,
+        "prompt",
+        "invalid_value",
+    ),
+    "more id prompts than allowed": ("completions", completion(prompt=[[5]] * 17), 400, "prompt", None),
     "negative temperature": ("chat", chat(temperature=-1), 400, "temperature", "invalid_value"),
     "max_tokens zero": ("chat", chat(max_tokens=0), 400, "max_tokens", "invalid_value"),
     "max_completion_tokens zero": (
@@ -57,6 +67,29 @@ CASES = {
         "invalid_value",
     ),
     "bad remasking": ("chat", chat(remasking="sideways"), 400, "remasking", "invalid_value"),
+    "cfg_scale huge": ("chat", chat(cfg_scale=1e300), 400, "cfg_scale", "invalid_value"),
+    "cfg_scale above the bound": (
+        "completions",
+        completion(cfg_scale=101),
+        400,
+        "cfg_scale",
+        "invalid_value",
+    ),
+    "max_tokens 2^70": (
+        "completions",
+        completion(max_tokens=2**70),
+        400,
+        "max_tokens",
+        "context_length_exceeded",
+    ),
+    "max_tokens 10000": ("chat", chat(max_tokens=10000), 400, "max_tokens", "context_length_exceeded"),
+    "max_completion_tokens 10000": (
+        "chat",
+        chat(max_tokens=None, max_completion_tokens=10000),
+        400,
+        "max_completion_tokens",
+        "context_length_exceeded",
+    ),
     "threshold above 1": ("completions", completion(threshold=1.5), 400, "threshold", "invalid_value"),
     "unknown cache": ("chat", chat(cache="bogus"), 400, "cache", "invalid_value"),
     "cache not a string": ("completions", completion(cache=1), 400, "cache", "invalid_type"),
@@ -108,13 +141,55 @@ def test_prompt_longer_than_context(server, model_name, max_context):
         url = server.v1 + ("/completions" if "prompt" in body else "/chat/completions")
         r = httpx.post(url, json={"model": model_name, "max_tokens": 4, **body}, headers=server.headers)
         assert_error(r, 400, param, "context_length_exceeded")
-    # The prompt fits but the answer would not: same error.
+    # The prompt fits but the answer would not: the same error, on the field to lower.
     r = httpx.post(
         server.v1 + "/completions",
         headers=server.headers,
-        json={"model": model_name, "prompt": [5, 6], "max_tokens": max_context},
+        json={"model": model_name, "prompt": [5, 6], "max_tokens": max_context - 1},
     )
-    assert_error(r, 400, "prompt", "context_length_exceeded")
+    assert_error(r, 400, "max_tokens", "context_length_exceeded")
+
+
+def test_huge_prompt_is_refused_before_tokenizing(server, model_name):
+    """A prompt of 4 MiB (the body limit) gets its 400 at once, not after seconds of tokenizing."""
+    text = "ab " * ((4 * 2**20 - 1000) // 3)
+    for path, body, param in (
+        ("/completions", {"prompt": text}, "prompt"),
+        ("/completions", {"prompt": ["hi", text]}, "prompt"),
+        ("/chat/completions", {"messages": [{"role": "user", "content": text}]}, "messages"),
+    ):
+        start = time.monotonic()
+        r = httpx.post(
+            server.v1 + path, headers=server.headers, timeout=60, json={"model": model_name, **body}
+        )
+        assert_error(r, 400, param, "context_length_exceeded")
+        assert time.monotonic() - start < 2.0
+
+
+@pytest.mark.parametrize("path", ["/completions", "/chat/completions"])
+def test_lone_surrogate_is_a_plain_400(server, model_name, path):
+    field = (
+        '"prompt": "a\\ud800b"'
+        if path == "/completions"
+        else ('"messages": [{"role": "user", "content": "a\\ud800b"}]')
+    )
+    raw = f'{{"model": "{model_name}", {field}}}'.encode()
+    r = httpx.post(server.v1 + path, content=raw, headers=server.headers)
+    err = assert_error(r, 400, "prompt" if path == "/completions" else "messages.0.content", "invalid_value")
+    assert "surrogate" in err["message"] and "TextEncodeInput" not in err["message"], err
+    # Anywhere in the body, even in a field the server echoes back.
+    raw = f'{{"model": "x\\udfffy", {field.replace("ud800", "u0041")}}}'.encode()
+    assert_error(httpx.post(server.v1 + path, content=raw, headers=server.headers), 400, "model")
+
+
+def test_stream_null_is_false(server, model_name):
+    r = httpx.post(
+        server.v1 + "/completions",
+        headers=server.headers,
+        timeout=60,
+        json={"model": model_name, "prompt": "hi", "max_tokens": 4, "steps": 4, "stream": None},
+    )
+    assert r.status_code == 200 and r.json()["object"] == "text_completion", r.text
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b'"text"', b"\xff\xfe\x00", b"[" * 100000])

@@ -82,6 +82,22 @@ def test_queue_full_and_timeouts(small_server, model_name, max_context):
     assert r.status_code == 200, r.text
 
 
+def test_burst_into_an_idle_server_is_admitted(small_server, model_name):
+    """One slot and three queue places hold four requests, however fast they arrive: requests still
+    in the engine's inbox count as waiting only beyond the free slot."""
+    s = small_server
+    body = {"model": model_name, "prompt": "hi", "max_tokens": 16, "steps": 16}
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=s.v1, headers=s.headers, timeout=60) as c:
+            responses = await asyncio.gather(*(c.post("/completions", json=body) for _ in range(4)))
+        return [r.status_code for r in responses]
+
+    for _ in range(5):
+        s.wait_idle(timeout=10)
+        assert asyncio.run(burst()) == [200] * 4
+
+
 def test_cached_request_without_a_pool(small_server, model_name):
     s = small_server
     for path, body in (

@@ -3,12 +3,13 @@ timeout and ends the rest cleanly (an error event and [DONE]), then the process 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
 
 import httpx
-from http_helpers import ServerProcess
+from http_helpers import ServerProcess, assert_error, fault_server
 
 
 def read_events(response: httpx.Response) -> list[str]:
@@ -56,8 +57,46 @@ def test_sigterm_drains_then_aborts(model_dir, model_name, max_context, tmp_path
         assert cut[-1] == "[DONE]"
         assert json.loads(cut[-2])["error"]["code"] == "server_shutting_down"
         s.proc.wait(timeout=20)
-        # uvicorn re-raises the SIGTERM it handled once it has shut down.
-        assert s.proc.returncode in (0, -signal.SIGTERM), s.log()
+        # uvicorn re-raises the SIGTERM it handled once it has shut down: status 143 in a shell.
+        assert s.proc.returncode == -signal.SIGTERM, s.log()
+        assert "Traceback" not in s.log(), s.log()
+    finally:
+        s.stop()
+
+
+def test_step_outlasting_the_drain_deadline(model_dir, model_name, tmp_path):
+    """Every step takes 12 s, far past the 1 s drain deadline (and uvicorn's own backstop): each
+    request still ends cleanly, at the deadline, with 503 or an error event and [DONE]."""
+    s = fault_server(model_dir, tmp_path / "server.log", "slow:12", "--drain-timeout", "1")
+    try:
+        body = {"model": model_name, "prompt": "hi", "max_tokens": 32, "steps": 32, "ignore_eos": True}
+
+        async def stream(c: httpx.AsyncClient) -> list[str]:
+            async with c.stream("POST", "/completions", json={**body, "stream": True}) as r:
+                assert r.status_code == 200
+                return [
+                    line.removeprefix("data: ") async for line in r.aiter_lines() if line.startswith("data: ")
+                ]
+
+        async def main():
+            async with httpx.AsyncClient(base_url=s.v1, headers=s.headers, timeout=60) as c:
+                tasks = [asyncio.ensure_future(stream(c)) for _ in range(4)]
+                tasks += [asyncio.ensure_future(c.post("/completions", json=body)) for _ in range(2)]
+                await asyncio.sleep(1.5)  # all admitted, the first slow step under way
+                start = time.monotonic()
+                s.signal(signal.SIGTERM)
+                results = await asyncio.gather(*tasks)
+                return results, time.monotonic() - start
+
+        results, elapsed = asyncio.run(main())
+        for events in results[:4]:
+            assert events[-1] == "[DONE]", events
+            assert json.loads(events[-2])["error"]["code"] == "server_shutting_down", events
+        for r in results[4:]:
+            assert_error(r, 503, code="server_shutting_down")
+        assert elapsed < 5, elapsed  # at the drain deadline, not when the step ends
+        s.proc.wait(timeout=30)
+        assert s.proc.returncode == -signal.SIGTERM, s.log()
         assert "Traceback" not in s.log(), s.log()
     finally:
         s.stop()

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from dataclasses import fields
 
-from http_helpers import REPO
+import pytest
+import torch
+from http_helpers import REPO, free_port
 
 from engine.cli import engine_kwargs
 from engine.engine import EngineConfig
@@ -18,7 +20,8 @@ from server.protocol import ChatCompletionRequest, CompletionRequest
 
 
 def serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DLLM_")}
+    # No TRITON_INTERPRET (tests/conftest.py sets it on CPU hosts): `serve` must see the real host.
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DLLM_", "TRITON_INTERPRET"))}
     full_env.update(PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", "serve", *args],
@@ -34,6 +37,20 @@ def test_missing_model_is_a_one_line_error(tmp_path):
     r = serve("--model", str(tmp_path / "nope"), "--port", "1")
     assert r.returncode == 2
     assert "model directory not found" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "flags,needs_cpu_host",
+    [(("--kernels", "triton"), True), (("--device", "cuda"), True), (("--device", "tpu"), False)],
+)
+def test_engine_that_cannot_run_fails_at_start(flags, needs_cpu_host):
+    """A warm-up step runs before the port opens: an engine that cannot step is one line, status 2."""
+    if needs_cpu_host and torch.cuda.is_available():
+        pytest.skip("needs a host without CUDA")
+    r = serve(*flags, "--port", str(free_port()), "--log-level", "warning")
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("dllm serve: error: ") and flags[1] in r.stderr, r.stderr
 
 
 def test_bad_environment_value_reads_like_a_bad_flag():
