@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from engine.kv_cache import KVCache
-from engine.outputs import Commit, SchedulerOutput, StepOutput
-from engine.sampler import sample_candidates
-from engine.unmasking import POLICIES, may_commit_nothing
+from engine.outputs import SchedulerOutput, StepOutput
+from engine.post_forward import PostForward
+from engine.unmasking import may_commit_nothing
 from models.forward_batch import PackedBatch, PagedKV
 from models.registry import LoadedModel
 
@@ -31,19 +31,15 @@ class _Row:
     """One row of the forward batch: its query positions start..start+len(ids) of a canvas."""
 
     key: tuple[str, int]  # (request id, 0 conditional | 1 unconditional)
-    ids: torch.Tensor  # [n] int64 ids of the query positions
+    ids: list[int]  # ids of the query positions
     start: int  # canvas position of the first query
-    logits_at: torch.Tensor  # [m] int64: the masked positions of the active block, relative to start
+    masked: list[int]  # the masked positions of the active block (absolute): their logits are needed
     pages: list[int] | None  # K/V pool pages (cached rows), None for uncached rows
     kv_len: int  # keys a cached row attends to: the whole canvas
 
     @property
     def end(self) -> int:
         return self.start + len(self.ids)
-
-    @property
-    def num_logits(self) -> int:
-        return len(self.logits_at)
 
 
 class ModelRunner:
@@ -53,94 +49,122 @@ class ModelRunner:
         self.config = loaded.config
         self.device = loaded.device
         self.ops = ops
-        self.stop_ids = torch.tensor(loaded.stop_token_ids, dtype=torch.int64, device=self.device)
+        self.post_forward = PostForward(ops, self.device, self.config.eos_token_id, loaded.stop_token_ids)
 
     def init_request(self, request) -> None:
-        """Give a request its own random stream on this device (seeded when it asked for one)."""
+        """Fix the seed that keys the request's random draws (its own, or a random one)."""
         seed = request.params.seed
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little") >> 1
-        request.generator = torch.Generator(device=self.device).manual_seed(seed)
+        request.seed = seed
 
     def execute(self, sched: SchedulerOutput) -> StepOutput:
-        positions = {r.request_id: r.masked_positions() for r in sched.forward + sched.reuse}
-        logits, num_rows, num_tokens = self._forward(sched.forward, positions)
-        commits = {}
-        for req in sched.forward + sched.reuse:
-            if req.request_id in logits:
-                req_logits = logits[req.request_id]
-                req.num_forward_passes += 1
-                # A copy: a view would keep the whole batch's logits alive until the request moves on.
-                keep = may_commit_nothing(req)
-                req.reuse_logits = (req.canvas_version, req_logits.clone()) if keep else None
-            else:
-                req_logits = req.reuse_logits[1]
-            commits[req.request_id] = self._choose(req, req_logits, positions[req.request_id])
+        requests = sched.forward + sched.reuse
+        guided, num_rows, num_tokens = self._forward(sched.forward)
+        parts, start = [guided], 0
+        for req in sched.forward:
+            req.num_forward_passes += 1
+            end = start + len(req.masked)
+            # A copy: a view would keep the whole batch's logits alive until the request moves on.
+            keep = may_commit_nothing(req)
+            req.reuse_logits = (req.canvas_version, guided[start:end].clone()) if keep else None
+            start = end
+        parts += [req.reuse_logits[1] for req in sched.reuse]
+        logits = torch.cat(parts) if sched.reuse else guided
+        commits = self.post_forward.commits(requests, logits)
         return StepOutput(commits=commits, num_rows=num_rows, num_tokens=num_tokens)
 
     @torch.inference_mode()
-    def _forward(self, requests, positions) -> tuple[dict[str, torch.Tensor], int, int]:
-        """One packed forward; returns request_id -> guided logits [m, V] fp32 of its masked positions."""
+    def _forward(self, requests) -> tuple[torch.Tensor, int, int]:
+        """One packed forward; returns the guided logits [M, V] fp32 of the forwarded requests' masked
+        positions, request after request (empty when nothing is forwarded)."""
         if not requests:
-            return {}, 0, 0
-        rows = [row for req in requests for row in self._rows(req, positions[req.request_id])]
+            return torch.empty((0, self.config.embedding_size), device=self.device), 0, 0
+        rows = [row for req in requests for row in self._rows(req)]
         rows.sort(key=lambda row: row.pages is not None)  # uncached rows first (forward_batch.py)
         batch, logits_index = self._pack(rows)
         flat = self.model(batch, self.ops, logits_index).float()
-        row_logits, start = {}, 0
+        first = {}  # row key -> its first logits row in `flat`
+        start = 0
         for row in rows:
-            row_logits[row.key] = flat[start : start + row.num_logits]
-            start += row.num_logits
-        out = {}
+            first[row.key] = start
+            start += len(row.masked)
+        cond, uncond, weights, cfg_at = [], [], [], []
         for req in requests:
-            cond = row_logits[(req.request_id, 0)]
+            m = len(req.masked)
+            rows_of = range(first[(req.request_id, 0)], first[(req.request_id, 0)] + m)
             if req.params.cfg_scale > 0:
-                un = row_logits[(req.request_id, 1)]
-                cond = un + (req.params.cfg_scale + 1.0) * (cond - un)
-            out[req.request_id] = cond
+                cfg_at.extend(range(len(cond), len(cond) + m))
+                uncond.extend(range(first[(req.request_id, 1)], first[(req.request_id, 1)] + m))
+                weights.extend([req.params.cfg_scale + 1.0] * m)
+            cond.extend(rows_of)
             req.kv_block = req.block  # a cached request's refresh (if this was one) is done
-        return out, len(rows), int(batch.input_ids.numel())
+        guided = flat.index_select(0, torch.tensor(cond, device=self.device))
+        if cfg_at:
+            at = torch.tensor(cfg_at, device=self.device)
+            un = flat.index_select(0, torch.tensor(uncond, device=self.device))
+            w = torch.tensor(weights, dtype=guided.dtype, device=self.device)[:, None]
+            guided.index_copy_(0, at, un + w * (guided.index_select(0, at) - un))
+        return guided, len(rows), int(batch.input_ids.numel())
 
-    def _rows(self, req, masked: torch.Tensor) -> list[_Row]:
+    def _rows(self, req) -> list[_Row]:
         """The request's rows this step: conditional, and unconditional (prompt masked) under CFG."""
         start, end = req.query_range()
-        rows = []
-        for r in range(req.params.num_rows):
-            ids = req.canvas[start:end]
-            if r == 1 and start < req.prompt_len:
-                ids = ids.clone()
-                ids[: req.prompt_len - start] = self.config.mask_token_id
-            pages = req.kv_pages[r] if req.params.is_cached else None
-            rows.append(_Row((req.request_id, r), ids, start, masked - start, pages, req.canvas_len))
+        ids = req.canvas[start:end]
+        pages = req.kv_pages if req.params.is_cached else [None, None]
+        rows = [_Row((req.request_id, 0), ids, start, req.masked, pages[0], req.canvas_len)]
+        if req.params.cfg_scale > 0:
+            if start < req.prompt_len:
+                ids = [self.config.mask_token_id] * (req.prompt_len - start) + req.canvas[
+                    req.prompt_len : end
+                ]
+            rows.append(_Row((req.request_id, 1), ids, start, req.masked, pages[1], req.canvas_len))
         return rows
 
     def _pack(self, rows: list[_Row]) -> tuple[PackedBatch, torch.Tensor]:
-        offsets = [0, *itertools.accumulate(len(row.ids) for row in rows)]
-        positions = torch.cat([torch.arange(row.start, row.end) for row in rows])
-        index = torch.cat([row.logits_at + off for row, off in zip(rows, offsets[:-1], strict=True)])
+        """Every per-row list joined on the host, so the batch costs a few tensors, not a few per row."""
+        ids, index, starts, lengths = [], [], [], []
+        for row in rows:
+            delta = len(ids) - row.start
+            index.extend([p + delta for p in row.masked])
+            ids.extend(row.ids)
+            starts.append(row.start)
+            lengths.append(len(row.ids))
+        offsets = [0, *itertools.accumulate(lengths)]
+        n = len(ids)
+        # positions: start_r + (i - offset_r) for token i of row r
+        shift = torch.tensor(starts, dtype=torch.int64) - torch.tensor(offsets[:-1], dtype=torch.int64)
+        lengths_t = torch.tensor(lengths, dtype=torch.int64)
+        positions = torch.arange(n) + torch.repeat_interleave(shift, lengths_t, output_size=n)
         kv = None
         first = next((i for i, row in enumerate(rows) if row.pages is not None), None)
         if first is not None:
-            kv = self._paged(rows[first:], positions[offsets[first] :], first, offsets[first])
+            kv = self._paged(
+                rows[first:], positions[offsets[first] :], lengths_t[first:], first, offsets[first]
+            )
         batch = PackedBatch(
-            torch.cat([row.ids for row in rows]).to(self.device),
+            torch.tensor(ids, dtype=torch.int64).to(self.device),
             positions.to(self.device),
             torch.tensor(offsets, dtype=torch.int32).to(self.device),
             max_len=max(row.end for row in rows),
             kv=kv,
         )
-        return batch, index.to(self.device)
+        return batch, torch.tensor(index, dtype=torch.int64).to(self.device)
 
-    def _paged(self, rows: list[_Row], positions: torch.Tensor, first_row: int, first_token: int) -> PagedKV:
+    def _paged(
+        self,
+        rows: list[_Row],
+        positions: torch.Tensor,
+        lengths: torch.Tensor,
+        first_row: int,
+        first_token: int,
+    ) -> PagedKV:
         """Page table, key counts and write slots of the cached rows (their queries' positions)."""
         size = self.kv_cache.page_size
         width = max(len(row.pages) for row in rows)
-        table = torch.zeros((len(rows), width), dtype=torch.int32)
-        for i, row in enumerate(rows):
-            table[i, : len(row.pages)] = torch.tensor(row.pages, dtype=torch.int32)
-        row_of = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor([len(r.ids) for r in rows]))
+        table = torch.tensor([row.pages + [0] * (width - len(row.pages)) for row in rows], dtype=torch.int32)
+        row_of = torch.repeat_interleave(torch.arange(len(rows)), lengths, output_size=len(positions))
         slots = table[row_of, positions // size].long() * size + positions % size
-        lengths = torch.tensor([len(row.ids) for row in rows])
         cu = torch.zeros(len(rows) + 1, dtype=torch.int32)
         cu[1:] = lengths.cumsum(0)
         return PagedKV(
@@ -154,14 +178,3 @@ class ModelRunner:
             kv_lens=torch.tensor([row.kv_len for row in rows], dtype=torch.int32).to(self.device),
             write_slots=slots.to(self.device),
         )
-
-    def _choose(self, req, logits: torch.Tensor, positions: torch.Tensor) -> Commit:
-        params = req.params
-        if params.logits_eos_inf:
-            logits = logits.clone()
-            logits[:, self.config.eos_token_id] = float("-inf")
-        tokens, confidence = sample_candidates(logits, req, self.ops)
-        if params.confidence_eos_eot_inf:
-            confidence = confidence.masked_fill(torch.isin(tokens, self.stop_ids), float("-inf"))
-        chosen = POLICIES[params.mode].select(confidence, req).cpu()
-        return Commit(positions=positions[chosen], tokens=tokens.cpu()[chosen])

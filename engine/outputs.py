@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 
 @dataclass
 class SchedulerOutput:
@@ -41,8 +39,8 @@ class SchedulerOutput:
 class Commit:
     """Positions (absolute in the canvas) a request commits this step, with their tokens."""
 
-    positions: torch.Tensor  # [k] int64, CPU
-    tokens: torch.Tensor  # [k] int64, CPU
+    positions: list[int]
+    tokens: list[int]
 
 
 @dataclass

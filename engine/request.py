@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import enum
 
-import torch
-
 from engine.sampling_params import SamplingParams
 
 
@@ -53,7 +51,9 @@ class Request:
         self.status = RequestStatus.WAITING
         self.prompt_len = len(prompt_ids)
         gen = params.max_tokens
-        self.canvas = torch.tensor(self.prompt_ids + [mask_id] * gen, dtype=torch.int64)
+        # A host list: the step builds its batch from slices of it and commits into it, with no
+        # per-request tensor work (one tensor for the whole batch is made from the lists).
+        self.canvas: list[int] = self.prompt_ids + [mask_id] * gen
         self.block = 0
         self.step_in_block = 0
         self.num_steps = 0
@@ -64,10 +64,11 @@ class Request:
         # block whose entry refresh filled them (-1: none yet).
         self.kv_pages: list[list[int]] = []
         self.kv_block = -1
-        self.generator: torch.Generator | None = None  # set by the runner on its device
+        self.seed = 0  # keys this request's random draws (with step and position); set on admission
         self.final_len = gen  # generated length that counts (cut at EOS/EoT/stop)
         self.finished_text: str | None = None
         self._plan = self._block_plan()
+        self.masked = self._block_masks()  # masked positions of the active block, ascending
 
     # -- geometry ---------------------------------------------------------------------------
     @property
@@ -80,10 +81,14 @@ class Request:
         start = self.prompt_len + b * self.params.block_length
         return start, min(start + self.params.block_length, self.prompt_len + self.params.max_tokens)
 
-    def masked_positions(self) -> torch.Tensor:
-        """Absolute positions still masked in the active block, ascending. [m] int64."""
+    def masked_positions(self) -> list[int]:
+        """Absolute positions still masked in the active block, ascending (kept up to date on the
+        host by `commit`, so no tensor is scanned per step)."""
+        return self.masked
+
+    def _block_masks(self) -> list[int]:
         start, end = self.block_bounds()
-        return (self.canvas[start:end] == self.mask_id).nonzero().flatten() + start
+        return [start + i for i, t in enumerate(self.canvas[start:end]) if t == self.mask_id]
 
     def _block_plan(self) -> tuple[int, int]:
         """(tokens, steps) of the active block."""
@@ -121,26 +126,30 @@ class Request:
         return (start, self.canvas_len) if self.params.cache == "prefix" else (start, end)
 
     # -- state changes ------------------------------------------------------------------------
-    def commit(self, positions: torch.Tensor, tokens: torch.Tensor) -> None:
-        if positions.numel():
-            self.canvas[positions] = tokens
+    def commit(self, positions: list[int], tokens: list[int]) -> None:
+        """Write committed tokens (positions: masked positions of the active block)."""
+        if positions:
+            for p, t in zip(positions, tokens, strict=True):
+                self.canvas[p] = t
+            done = set(positions)
+            self.masked = [p for p in self.masked if p not in done]
             self.canvas_version += 1
         self.step_in_block += 1
         self.num_steps += 1
 
     def is_block_done(self) -> bool:
-        start, end = self.block_bounds()
-        return not bool((self.canvas[start:end] == self.mask_id).any())
+        return not self.masked
 
     def advance_block(self) -> None:
         self.block += 1
         self.step_in_block = 0
         self._plan = self._block_plan()
+        self.masked = self._block_masks()
 
     def generated_ids(self) -> list[int]:
         """Committed ids of the finished blocks, up to the cut."""
         end = min(self.block_bounds(self.block)[0] - self.prompt_len, self.final_len)
-        return self.canvas[self.prompt_len : self.prompt_len + end].tolist()
+        return self.canvas[self.prompt_len : self.prompt_len + end]
 
     @property
     def is_finished(self) -> bool:

@@ -1,52 +1,53 @@
-"""Candidate tokens and confidences for the masked positions of a request's active block.
+"""Candidate tokens and confidences for every committable position of a step, in one batch.
 
-Temperature 0 takes the argmax. Temperature > 0 draws from softmax(logits / T) by Gumbel-max in
-float64 like LLaDA's reference, but vocabulary chunk by chunk, so float64 never covers the whole
-vocabulary at once. Confidence (`low_confidence`) is the softmax probability of the candidate under
-the un-tempered logits, computed in fp32; `random` draws it uniformly. All randomness comes from the
-request's own generator, so a request's tokens do not depend on what else shares its batch.
+Rows are the masked positions of the active blocks of all requests taking the step, [M, V] fp32
+guided logits. Candidates come from `ops.sample_head` (the Triton sampling head on CUDA, its torch
+reference elsewhere): argmax at temperature 0, a float64-grade Gumbel-max sample from
+softmax(logits / T) otherwise, and the softmax probability of the candidate under the un-tempered
+logits (`low_confidence`). `random` remasking draws the confidence uniformly instead.
+
+Randomness is counter-based (kernels/counter_rng.py): every draw is keyed by (request seed, the
+request's step count, canvas position, stream), so a request's tokens depend on nothing else in its
+batch, and a step whose forward was skipped (reused logits) draws what it would have drawn anyway.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-GUMBEL_CHUNK = 16384
+from kernels.counter_rng import uniform64
+
+# Draws other than the Gumbel noise (columns 0..V-1 of a row's key) take negative columns.
+STREAM_CONFIDENCE, STREAM_REVEAL = -1, -2
 
 
-def gumbel_argmax(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """A sample from softmax(logits / T) per row of [m, V] logits, via float64 Gumbel-max in chunks."""
-    m, vocab = logits.shape
-    best = torch.full((m,), float("-inf"), dtype=torch.float64, device=logits.device)
-    best_idx = torch.zeros(m, dtype=torch.int64, device=logits.device)
-    for start in range(0, vocab, GUMBEL_CHUNK):
-        chunk = logits[:, start : start + GUMBEL_CHUNK].double() / temperature
-        u = torch.rand(chunk.shape, dtype=torch.float64, device=logits.device, generator=generator)
-        score = chunk - torch.log(-torch.log(u))
-        value, idx = score.max(dim=-1)
-        better = value > best
-        best = torch.where(better, value, best)
-        best_idx = torch.where(better, idx + start, best_idx)
-    return best_idx
+@dataclass
+class RowParams:
+    """Per-row settings of a step, [M] tensors on the logits' device (one row per masked position)."""
+
+    keys: torch.Tensor  # int64: counter_rng.row_keys of (seed, step) and position
+    temperature: torch.Tensor  # fp32
+    random_confidence: torch.Tensor  # bool: `random` remasking
+    ban_stop_confidence: torch.Tensor  # bool: confidence_eos_eot_inf
+    any_random: bool  # some row uses `random` remasking (known on the host: no sync)
 
 
-def sample_candidates(logits: torch.Tensor, request, ops=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [m, V] fp32 (guided, banned columns at -inf) -> (tokens [m] int64, confidence [m])."""
-    params, gen = request.params, request.generator
-    if ops is not None and getattr(ops, "name", "torch") == "triton":
-        m = logits.shape[0]
-        temps = torch.full((m,), float(params.temperature), device=logits.device)
-        seeds = torch.randint(0, 2**62, (m,), device=logits.device, generator=gen)
-        tokens, probs = ops.sample_head(logits, temps, seeds)
-    else:
-        tokens = (
-            logits.max(dim=-1).indices  # first index on ties, like argmax; ~3x faster on the CPU
-            if params.temperature == 0
-            else gumbel_argmax(logits, params.temperature, gen)
-        )
-        probs = torch.softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)
-    if params.remasking == "random":
-        confidence = torch.rand(tokens.shape, device=logits.device, generator=gen)
-    else:
-        confidence = probs.float()
+def row_uniform(keys: torch.Tensor, stream: int) -> torch.Tensor:
+    """One float64 uniform per row, for `stream`."""
+    return uniform64(keys, torch.full((1,), stream, dtype=torch.int64, device=keys.device))[:, 0]
+
+
+def sample_candidates(
+    logits: torch.Tensor, rows: RowParams, stop_ids: torch.Tensor, ops
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [M, V] fp32 (guided, banned columns at -inf) -> (tokens [M] int64, confidence [M] fp32)."""
+    tokens, probs = ops.sample_head(logits, rows.temperature, rows.keys)
+    confidence = probs.float()
+    if rows.any_random:
+        u = row_uniform(rows.keys, STREAM_CONFIDENCE).float()
+        confidence = torch.where(rows.random_confidence, u, confidence)
+    banned = rows.ban_stop_confidence & torch.isin(tokens, stop_ids)
+    confidence = confidence.masked_fill(banned, float("-inf"))
     return tokens, confidence

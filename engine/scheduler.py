@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-import torch
-
 from engine.detokenize import find_stop, streamable
 from engine.kv_cache import PAGE_SIZE, PageAllocator, pages_for
 from engine.outputs import RequestOutput, SchedulerOutput, StepOutput
@@ -35,7 +33,7 @@ class Scheduler:
     ):
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
-        self.stop_token_ids = torch.tensor(stop_token_ids, dtype=torch.int64)
+        self.stop_token_ids = tuple(stop_token_ids)  # the first is EOS, the early-stop filler
         self.detokenize = detokenize
         self.kv_pages = kv_pages  # None: no K/V pool, only uncached requests are served
         self.page_size = page_size
@@ -142,13 +140,12 @@ class Scheduler:
         # An earlier block already stopped it (EOS/EoT or a stop string).
         stopped = req.final_len < req.params.max_tokens or req.finished_text is not None
         if not stopped and not req.params.ignore_eos:
-            block = req.canvas[start:end]
-            hits = torch.isin(block, self.stop_token_ids).nonzero()
-            if hits.numel():
-                req.final_len = start - req.prompt_len + int(hits[0])
+            hit = next((i for i, t in enumerate(req.canvas[start:end]) if t in self.stop_token_ids), None)
+            if hit is not None:
+                req.final_len = start - req.prompt_len + hit
                 stopped = True
         if req.params.stop and self.detokenize is not None and req.finished_text is None:
-            text = self.detokenize(req.canvas[req.prompt_len : end].tolist()[: req.final_len])
+            text = self.detokenize(req.canvas[req.prompt_len : end][: req.final_len])
             cut = find_stop(text, req.params.stop)
             if cut is not None:
                 req.finished_text = text[:cut]
@@ -161,7 +158,8 @@ class Scheduler:
         if req.is_finished:
             if req.final_len < req.params.max_tokens and req.params.early_stop:
                 # Every later position is EOS: the blocks after the stop are not run.
-                req.canvas[req.prompt_len + req.final_len + 1 :] = int(self.stop_token_ids[0])
+                tail = req.prompt_len + req.final_len + 1
+                req.canvas[tail:] = [self.stop_token_ids[0]] * (len(req.canvas) - tail)
         req.advance_block()
 
     def _output(self, req: Request) -> RequestOutput:

@@ -9,9 +9,10 @@ Semantics (DESIGN.md section 2), per row r of logits [R, V]:
     prob  = softmax(lg)[token]                          (un-tempered: LLaDA's low_confidence score)
 A row whose entries are all -inf is not supported.
 
-Reference (`sample_head_ref`): float64 Gumbel-max as in LLaDA's sampler, argmax(lg / T + g) with
-g = -log(-log u), u drawn by a torch.Generator seeded with seeds[r]; rows are looped in Python. It
-materialises float64 over the vocabulary: fine for tests, not for serving.
+Reference (`sample_head_ref`, also the engine's sampler on the torch backend): float64 Gumbel-max as
+in LLaDA's sampler, argmax(lg / T + g) with g = -log(-log u), u = uniform64(seeds[r], column) from
+kernels/counter_rng.py, one GUMBEL_CHUNK of columns at a time (no float64 tensor over the whole
+vocabulary); greedy rows take the argmax; probabilities from an fp32 softmax.
 
 Kernel (`sample_head`): one program per row, one pass over the vocabulary in BLOCK_V chunks keeping
 an online max m, sum-exp s = sum(exp(lg - m)), and the best race key with its index and logit. At
@@ -38,7 +39,9 @@ import triton.language as tl
 
 from kernels import _device
 from kernels._cast import INTERPRET
+from kernels.counter_rng import uniform64
 
+GUMBEL_CHUNK = 16384  # vocabulary columns per float64 step of the reference
 BLOCK_V = 2048  # vocabulary columns per loop step on a GPU (512 under the interpreter)
 
 
@@ -62,23 +65,33 @@ def sample_head_ref(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """logits, uncond: [R, V]; temperature: [R] fp32; seeds: [R] int64.
 
-    Returns (tokens [R] int64, probs [R] fp32).
+    Returns (tokens [R] int64, probs [R] fp32). Also the engine's sampler on the torch backend.
     """
-    guided = _cfg_logits(logits, uncond, cfg_scale).double()  # [R, V]
-    log_probs = torch.log_softmax(guided, dim=-1)
-    tokens = torch.empty(guided.shape[0], dtype=torch.int64, device=logits.device)
-    temps = temperature.tolist()
-    row_seeds = seeds.tolist()
-    for r in range(guided.shape[0]):
-        if temps[r] == 0.0:
-            tokens[r] = torch.argmax(guided[r])
-            continue
-        gen = torch.Generator(device=logits.device).manual_seed(int(row_seeds[r]))
-        u = torch.rand(guided.shape[1], dtype=torch.float64, device=logits.device, generator=gen)
-        gumbel = -torch.log(-torch.log(u))
-        tokens[r] = torch.argmax(guided[r] / temps[r] + gumbel)
-    probs = log_probs.gather(1, tokens[:, None]).squeeze(1).exp().float()
+    guided = _cfg_logits(logits, uncond, cfg_scale)  # [R, V] fp32
+    tokens = guided.max(dim=-1).indices  # first index on ties, like argmax
+    sampled = (temperature > 0).nonzero().flatten()
+    if sampled.numel():
+        tokens[sampled] = _gumbel_max(guided[sampled], temperature[sampled], seeds[sampled])
+    probs = torch.softmax(guided, dim=-1).gather(1, tokens[:, None]).squeeze(1)
     return tokens, probs
+
+
+def _gumbel_max(guided: torch.Tensor, temperature: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """argmax(lg / T - log(-log u)) in float64, one GUMBEL_CHUNK of the vocabulary at a time, with
+    u = uniform64(seed, column): no float64 tensor over the whole vocabulary."""
+    rows, vocab = guided.shape
+    inv_t = 1.0 / temperature.double()[:, None]
+    best = torch.full((rows,), float("-inf"), dtype=torch.float64, device=guided.device)
+    best_idx = torch.zeros(rows, dtype=torch.int64, device=guided.device)
+    for start in range(0, vocab, GUMBEL_CHUNK):
+        cols = torch.arange(start, min(start + GUMBEL_CHUNK, vocab), device=guided.device)
+        u = uniform64(seeds, cols)
+        score = guided[:, start : start + GUMBEL_CHUNK].double() * inv_t - torch.log(-torch.log(u))
+        value, idx = score.max(dim=-1)
+        better = value > best
+        best = torch.where(better, value, best)
+        best_idx = torch.where(better, idx + start, best_idx)
+    return best_idx
 
 
 @triton.jit

@@ -227,9 +227,9 @@ def test_forward_positions_shrink_with_the_cache(llm):
 
 
 def test_mixed_batch_matches_each_request_alone(llm):
-    """Cached and uncached requests, modes, lengths, block sizes, guidance and sampled ones share
-    forwards; each gets the tokens it gets alone."""
-    prompts = PROMPTS + [[5, 6], [77] * 11, [9, 9, 8]]
+    """Cached and uncached requests, every unmasking mode, lengths, block sizes, guidance and seeded
+    sampling share forwards and one batched post-forward; each gets the tokens it gets alone."""
+    prompts = PROMPTS + [[5, 6], [77] * 11, [9, 9, 8], [14, 13, 12, 11], [60] * 6, [33, 34]]
     params = [
         SamplingParams(max_tokens=16, steps=16, block_length=4, cache="dual", ignore_eos=True),
         SamplingParams(
@@ -241,6 +241,9 @@ def test_mixed_batch_matches_each_request_alone(llm):
             max_tokens=8, block_length=4, cache="prefix", temperature=0.9, seed=5, remasking="random"
         ),
         SamplingParams(max_tokens=16, steps=64, block_length=8, cache="dual", sampler="continuous", seed=3),
+        SamplingParams(max_tokens=10, block_length=5, factor=1.0, cfg_scale=0.5, ignore_eos=True),
+        SamplingParams(max_tokens=12, block_length=4, temperature=0.7, cfg_scale=1.0, seed=9, cache="dual"),
+        SamplingParams(max_tokens=8, block_length=8, sampler="continuous", steps=24, temperature=1.0, seed=4),
     ]
     alone = [
         llm.generate(prompt_token_ids=[p], sampling_params=s)[0].token_ids

@@ -1,13 +1,12 @@
 """SamplingParams validation, the temperature sampler's distribution, and the unmasking policies."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
-from engine.sampler import gumbel_argmax
 from engine.sampling_params import SamplingParams
-from engine.unmasking import FactorPolicy, SchedulePolicy, ThresholdPolicy
+from engine.unmasking import MODES, FactorPolicy, PolicyStep, SchedulePolicy, ThresholdPolicy, choose
+from kernels import sampling_head
+from kernels.sampling_head import sample_head_ref
 
 
 @pytest.mark.parametrize(
@@ -53,12 +52,11 @@ def test_defaults_come_from_the_checkpoint_then_builtins():
 
 
 def test_gumbel_sampler_matches_softmax_distribution():
-    """Chi-square goodness of fit of 20k draws against the exact float64 softmax(l / T)."""
+    """Chi-square goodness of fit of 20k draws (one seed each) against the exact float64 softmax(l / T)."""
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, float("-inf"), 0.0, 3.0]])
     temperature, draws = 0.7, 20000
-    gen = torch.Generator().manual_seed(0)
-    samples = torch.cat(
-        [gumbel_argmax(logits.expand(1000, -1), temperature, gen) for _ in range(draws // 1000)]
+    samples, _ = sample_head_ref(
+        logits.expand(draws, -1), torch.full((draws,), temperature), torch.arange(draws) * 7919 + 3
     )
     counts = torch.bincount(samples, minlength=logits.shape[1]).double()
     probs = torch.softmax(logits[0].double() / temperature, dim=-1)
@@ -72,23 +70,59 @@ def test_gumbel_sampler_matches_softmax_distribution():
 
 def test_gumbel_sampler_chunks_do_not_change_the_result(monkeypatch):
     logits = torch.randn(4, 50000, generator=torch.Generator().manual_seed(3))
-    a = gumbel_argmax(logits, 1.0, torch.Generator().manual_seed(5))
-    b = gumbel_argmax(logits, 1.0, torch.Generator().manual_seed(5))
-    assert torch.equal(a, b)
-    # Low temperature concentrates on the argmax.
-    c = gumbel_argmax(logits, 1e-4, torch.Generator().manual_seed(5))
-    assert torch.equal(c, logits.argmax(-1))
+    temps, seeds = torch.ones(4), torch.tensor([5, 6, 7, 8])
+    a, _ = sample_head_ref(logits, temps, seeds)
+    monkeypatch.setattr(sampling_head, "GUMBEL_CHUNK", 1 << 20)
+    assert torch.equal(sample_head_ref(logits, temps, seeds)[0], a)
+    assert not torch.equal(sample_head_ref(logits, temps, seeds + 1)[0], a)
+    # Low temperature concentrates on the argmax; temperature 0 is the argmax.
+    assert torch.equal(sample_head_ref(logits, torch.full((4,), 1e-4), seeds)[0], logits.argmax(-1))
+    assert torch.equal(sample_head_ref(logits, torch.zeros(4), seeds)[0], logits.argmax(-1))
 
 
-def _req(**params):
-    return SimpleNamespace(params=SimpleNamespace(**params), num_to_commit=lambda: 2)
+def _step(conf_rows, **per_row):
+    """A PolicyStep from ragged confidence rows (padded with -inf) and per-row settings."""
+    width = max(len(r) for r in conf_rows)
+    conf = torch.full((len(conf_rows), width), float("-inf"))
+    for i, r in enumerate(conf_rows):
+        conf[i, : len(r)] = torch.tensor(r)
+    b = len(conf_rows)
+    k = torch.tensor(per_row.get("k", [2] * b))
+    return PolicyStep(
+        confidence=conf,
+        valid=conf > float("-inf"),
+        mode=torch.tensor([MODES.index(m) for m in per_row.get("modes", ["schedule"] * b)]),
+        num_commit=k,
+        max_commit=int(k.max()),
+        threshold=torch.tensor(per_row.get("threshold", [0.9] * b)),
+        factor=torch.tensor(per_row.get("factor", [1.0] * b)),
+        reveal=torch.tensor(per_row["reveal"]) if "reveal" in per_row else conf > 2,
+    )
+
+
+def _picked(chosen):
+    return [row.nonzero().flatten().tolist() for row in chosen]
 
 
 def test_policies():
-    conf = torch.tensor([0.2, 0.95, 0.5, 0.91, 0.1])
-    assert sorted(SchedulePolicy().select(conf, _req()).tolist()) == [1, 3]
-    assert sorted(ThresholdPolicy().select(conf, _req(threshold=0.9)).tolist()) == [1, 3]
-    assert ThresholdPolicy().select(conf, _req(threshold=0.99)).tolist() == [1]  # always the best
+    conf = [0.2, 0.95, 0.5, 0.91, 0.1]
+    assert _picked(SchedulePolicy().select(_step([conf]))) == [[1, 3]]
+    assert _picked(ThresholdPolicy().select(_step([conf], threshold=[0.9]))) == [[1, 3]]
+    assert _picked(ThresholdPolicy().select(_step([conf], threshold=[0.99]))) == [[1]]  # always the best
     # factor f=1: c1 >= 0.5, c2 >= 1 - 1/3, c3 >= 0.75 ...
-    assert FactorPolicy().select(conf, _req(factor=1.0)).tolist() == [1, 3]
-    assert FactorPolicy().select(torch.tensor([0.3, 0.2]), _req(factor=1.0)).tolist() == [0]
+    assert _picked(FactorPolicy().select(_step([conf], factor=[1.0]))) == [[1, 3]]
+    assert _picked(FactorPolicy().select(_step([[0.3, 0.2]], factor=[1.0]))) == [[0]]
+
+
+def test_each_row_takes_its_own_policy_and_settings():
+    rows = [[0.2, 0.95, 0.5, 0.91, 0.1], [0.6, 0.7], [0.3, 0.99, 0.98], [0.5, 0.5, 0.5], [0.1]]
+    step = _step(
+        rows,
+        modes=["schedule", "schedule", "threshold", "continuous", "factor"],
+        k=[3, 1, 0, 0, 0],
+        threshold=[0.0, 0.0, 0.985, 0.0, 0.0],
+        reveal=[[False] * 5, [False] * 5, [False] * 5, [True, False, True, True, True], [False] * 5],
+    )
+    chosen = choose(step, {"schedule", "threshold", "continuous", "factor"})
+    # Padding (past each row's own length) is never chosen, even where a reveal was drawn.
+    assert _picked(chosen) == [[1, 2, 3], [1], [1], [0, 2], [0]]

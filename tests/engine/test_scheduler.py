@@ -26,9 +26,7 @@ def step_with(sched, schedule_out, tokens_for):
     commits = {}
     for req in schedule_out.forward + schedule_out.reuse:
         pos = req.masked_positions()[: req.num_to_commit()]
-        commits[req.request_id] = Commit(
-            pos, torch.tensor([tokens_for(req, int(p)) for p in pos], dtype=torch.int64)
-        )
+        commits[req.request_id] = Commit(pos, [tokens_for(req, p) for p in pos])
     return sched.update(schedule_out, StepOutput(commits, 0, 0))
 
 
@@ -103,7 +101,7 @@ def test_eos_in_a_finished_block_stops_early_and_fills_eos():
     assert len(outs) == 2 and outs[-1].finished and outs[-1].finish_reason == "stop"
     assert outs[-1].token_ids == [21] * 6
     assert outs[-1].num_steps == 8
-    assert req.canvas[req.prompt_len + 7 :].tolist() == [EOS] * 5
+    assert req.canvas[req.prompt_len + 7 :] == [EOS] * 5
 
 
 def test_without_early_stop_every_block_runs_but_text_stops():
@@ -147,7 +145,7 @@ def test_unchanged_canvas_is_scheduled_for_reuse():
     req.reuse_logits = (req.canvas_version, torch.zeros(4, 8))
     out = sched.schedule()
     assert out.reuse == [req] and out.forward == []
-    req.commit(torch.tensor([3]), torch.tensor([7]))
+    req.commit([3], [7])
     assert sched.schedule().forward == [req]
 
 
