@@ -72,6 +72,11 @@ run_step "engine LLaDA-8B: none; 1 token/step" 120 "$PY" "${ENGINE[@]}" --kernel
     --cache none --batches 1,8 --tag tps1_exact
 run_step "engine LLaDA-8B: torch kernels" 90 "$PY" "${ENGINE[@]}" --kernels torch \
     --cache none,dual --batches 1 --tag tps1
+# Where a cached step's time goes: host vs kernel time, launches, syncs (torch profiler), batch 1 and 32.
+for b in 1 32; do
+    run_step "profile dual step, batch $b" 90 "$PY" benchmarks/profile_step.py --device cuda --llada-8b \
+        --kernels triton --cache dual --batch "$b" --out "$OUT_DIR"
+done
 # Other attention tiles and launch options, to choose launch_config from measurements.
 run_step "bench_attention --sweep" 150 "$PY" benchmarks/kernels/bench_attention.py --sweep
 # The small interpreter-tier tests, compiled for the GPU this time (cheap; extra coverage).
@@ -92,7 +97,8 @@ run_step "pytest -m interpreter (compiled)" 90 "$PY" -m pytest -m interpreter te
     echo "|---|---|---|"
     printf '%s\n' "${STEPS[@]}"
     echo
-    for md in "$OUT_DIR/goals.md" "$OUT_DIR/engine_goals.md" "$OUT_DIR"/bench_*.md; do
+    for md in "$OUT_DIR/goals.md" "$OUT_DIR/engine_goals.md" "$OUT_DIR"/bench_*.md \
+        "$OUT_DIR"/profile_step_*.md; do
         [ -f "$md" ] && { cat "$md"; echo; }
     done
 } >"$SUMMARY"

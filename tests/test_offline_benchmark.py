@@ -1,5 +1,6 @@
-"""benchmarks/offline.py end to end on a tiny random model (every cache mode, a row each, sane
-figures), and benchmarks/engine_goals.py judging hand-written GPU results on both sides of each goal."""
+"""benchmarks/offline.py and benchmarks/profile_step.py end to end on a tiny random model (every
+cache mode, a row each, sane figures), and benchmarks/engine_goals.py judging hand-written GPU
+results on both sides of each goal."""
 
 import importlib.util
 import json
@@ -10,6 +11,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_profile_step_reports_a_cached_step(tmp_path):
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "profile_step.py"),
+        *("--d-model", "64", "--vocab-size", "1000", "--batch", "2", "--steps", "2", "--out", str(tmp_path)),
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "profile_step_cpu_dual_b2.json").read_text())
+    assert record["wall_ms_per_step"] > 0 and record["aten_ops_per_step"] > 0
+    assert record["kernel_ms_per_step"] is None  # no device on the CPU
+    assert record["top_host_ops"] and "dual cache, batch 2" in record["header"]
 
 
 def test_offline_benchmark_measures_every_cache_mode(tmp_path):
