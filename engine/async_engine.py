@@ -7,10 +7,11 @@ arrives per finished block; the last one has `finished=True`.
 
 Admission: a request is refused (QueueFullError) when `max_waiting` requests would already wait for a
 running slot; requests still in the inbox count against the free slots, not as waiting.
-Fatal errors: MAX_CONSECUTIVE_STEP_FAILURES failed steps in a row, or an exception that ends the loop
-thread, set `failure`; every open stream then gets EngineDeadError and the engine takes no more work
-(the server answers /health 503 and exits so that it is restarted). A single failed step only fails
-the requests in it.
+Failures: a failed step fails the requests in it, then the engine runs its warm-up request (one
+token). If that steps, the failure belonged to those requests and the loop keeps serving (so no
+request can bring the server down); if not, the engine is broken: `failure` is set, as it is when an
+exception ends the loop thread, every open stream gets EngineDeadError and no more work is taken (the
+server answers /health 503 and exits so that it is restarted).
 """
 
 from __future__ import annotations
@@ -26,10 +27,6 @@ from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
 
 log = logging.getLogger("dllm.engine")
-
-# Failed steps in a row after which the engine counts as broken (a device error, not a bad request:
-# each failure aborts every request in the batch, so the next step holds only new requests).
-MAX_CONSECUTIVE_STEP_FAILURES = 3
 
 
 class QueueFullError(RuntimeError):
@@ -201,7 +198,6 @@ class AsyncEngine:
 
     def _serve(self) -> None:
         """Schedule-execute-update until stopped; raises on a fatal error."""
-        num_failures = 0
         while not self._stopping:
             self._drain_inbox()
             if not self.engine.has_unfinished():
@@ -210,15 +206,15 @@ class AsyncEngine:
                 continue
             try:
                 outputs = self.engine.step()
-            except Exception as exc:  # fail the batch, keep serving later requests
-                num_failures += 1
-                log.exception("engine step failed (%d in a row); aborting the requests in it", num_failures)
+            except Exception as exc:  # fail the batch; keep serving if the engine itself still steps
+                log.exception("engine step failed; aborting the requests in it")
                 self._fail_all(RuntimeError(f"engine step failed: {exc}"))
-                if num_failures >= MAX_CONSECUTIVE_STEP_FAILURES:
-                    self.failure = f"{num_failures} engine steps failed in a row; the last: {exc}"
+                try:
+                    self.engine.warm_up()
+                except ValueError as probe:
+                    self.failure = f"a step failed ({exc}), and so does the warm-up request: {probe}"
                     raise
                 continue
-            num_failures = 0
             self._count()  # after schedule(): admitted requests no longer count as waiting
             for out in outputs:
                 self._deliver(out.request_id, out)

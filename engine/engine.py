@@ -141,7 +141,8 @@ class Engine:
     def warm_up(self) -> None:
         """Run one tiny request (a 1-token prompt, 1 token, 1 step) to its end: an engine that cannot
         step (kernels its device cannot run, a broken device) fails here, at start, with a one-line
-        ValueError instead of failing every request later. Step listeners do not see it."""
+        ValueError instead of failing every request later. AsyncEngine runs it again after a failed
+        step, to tell a broken engine from requests that hit a bug. Step listeners do not see it."""
         token = 1 if self.model_config.mask_token_id == 0 else 0
         params = SamplingParams(
             max_tokens=1, steps=1, block_length=1, temperature=0.0, cfg_scale=0.0, cache="none"

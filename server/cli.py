@@ -11,7 +11,7 @@ still running (a stream with an error event and [DONE], a JSON request with a 50
 gets 10 s more to finish its step, and the process ends by the signal it got (status 143 for SIGTERM,
 130 for Ctrl-C), as uvicorn re-raises it.
 
-A fatal engine error (the engine thread died, or MAX_CONSECUTIVE_STEP_FAILURES steps failed in a row)
+A broken engine (a step failed and the warm-up request cannot step either, or the engine thread died)
 turns /health to 503, fails the requests in flight, and shuts the server down with status 1, so that
 Docker or Kubernetes restarts it.
 """

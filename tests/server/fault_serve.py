@@ -1,10 +1,11 @@
 """`dllm serve` with an engine fault injected once the server has started (after the warm-up step):
 the tests' stand-in for a GPU that breaks, a loop that dies, or a step that hangs.
 
-    python tests/server/fault_serve.py <serve flags>     with DLLM_TEST_FAULT=fail | die | slow:SECONDS
+    python tests/server/fault_serve.py <serve flags>     with DLLM_TEST_FAULT=fail | poison | die | slow:S
 
-fail: every engine step raises; die: the engine thread itself crashes when the next request comes;
-slow:S: every step first sleeps S seconds (a forward that outlasts the drain deadline).
+fail: every engine step raises (a broken device); poison: steps that hold a request with max_tokens 7
+raise (a bug one kind of request hits); die: the engine thread itself crashes when the next request
+comes; slow:S: every step first sleeps S seconds (a forward that outlasts the drain deadline).
 """
 
 import os
@@ -26,6 +27,15 @@ def inject(engine: async_engine.AsyncEngine, fault: str) -> None:
             raise RuntimeError("injected step failure")
 
         engine.engine.step = failing_step
+    elif fault == "poison":
+
+        def poisoned_step():
+            sched = engine.engine.scheduler
+            if any(r.params.max_tokens == 7 for r in [*sched.running, *sched.waiting]):
+                raise RuntimeError("injected failure of max_tokens=7 requests")
+            return step()
+
+        engine.engine.step = poisoned_step
     elif fault == "die":
         drain = engine._drain_inbox
 
