@@ -20,7 +20,7 @@ import torch
 
 from engine.kv_cache import KVCache
 from engine.outputs import SchedulerOutput, StepOutput
-from engine.post_forward import PostForward
+from engine.post_forward import PostForward, to_device
 from engine.unmasking import may_commit_nothing
 from models.forward_batch import PackedBatch, PagedKV
 from models.registry import LoadedModel
@@ -49,6 +49,8 @@ class ModelRunner:
         self.config = loaded.config
         self.device = loaded.device
         self.ops = ops
+        # Rotary tables once, for the longest canvas the engine admits (no regrowth inside a step).
+        self.model.rope_tables(self.config.max_sequence_length, self.device)
         self.post_forward = PostForward(ops, self.device, self.config.eos_token_id, loaded.stop_token_ids)
 
     def init_request(self, request) -> None:
@@ -99,11 +101,11 @@ class ModelRunner:
                 weights.extend([req.params.cfg_scale + 1.0] * m)
             cond.extend(rows_of)
             req.kv_block = req.block  # a cached request's refresh (if this was one) is done
-        guided = flat.index_select(0, torch.tensor(cond, device=self.device))
+        guided = flat.index_select(0, to_device(torch.tensor(cond), self.device))
         if cfg_at:
-            at = torch.tensor(cfg_at, device=self.device)
-            un = flat.index_select(0, torch.tensor(uncond, device=self.device))
-            w = torch.tensor(weights, dtype=guided.dtype, device=self.device)[:, None]
+            at = to_device(torch.tensor(cfg_at), self.device)
+            un = flat.index_select(0, to_device(torch.tensor(uncond), self.device))
+            w = to_device(torch.tensor(weights, dtype=guided.dtype), self.device)[:, None]
             guided.index_copy_(0, at, un + w * (guided.index_select(0, at) - un))
         return guided, len(rows), int(batch.input_ids.numel())
 
@@ -143,13 +145,13 @@ class ModelRunner:
                 rows[first:], positions[offsets[first] :], lengths_t[first:], first, offsets[first]
             )
         batch = PackedBatch(
-            torch.tensor(ids, dtype=torch.int64).to(self.device),
-            positions.to(self.device),
-            torch.tensor(offsets, dtype=torch.int32).to(self.device),
+            to_device(torch.tensor(ids, dtype=torch.int64), self.device),
+            to_device(positions, self.device),
+            to_device(torch.tensor(offsets, dtype=torch.int32), self.device),
             max_len=max(row.end for row in rows),
             kv=kv,
         )
-        return batch, torch.tensor(index, dtype=torch.int64).to(self.device)
+        return batch, to_device(torch.tensor(index, dtype=torch.int64), self.device)
 
     def _paged(
         self,
@@ -173,8 +175,8 @@ class ModelRunner:
             page_size=size,
             first_row=first_row,
             first_token=first_token,
-            cu_seqlens_q=cu.to(self.device),
-            page_table=table.to(self.device),
-            kv_lens=torch.tensor([row.kv_len for row in rows], dtype=torch.int32).to(self.device),
-            write_slots=slots.to(self.device),
+            cu_seqlens_q=to_device(cu, self.device),
+            page_table=to_device(table, self.device),
+            kv_lens=to_device(torch.tensor([row.kv_len for row in rows], dtype=torch.int32), self.device),
+            write_slots=to_device(slots, self.device),
         )

@@ -20,6 +20,14 @@ from engine.unmasking import MODES, PolicyStep, choose, reveal_probability
 from kernels.counter_rng import mix64_int, row_keys
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor built this step, on `device`: through pinned memory without blocking on CUDA (the
+    caching host allocator keeps the pinned block until the copy is done), as is elsewhere."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 class PostForward:
     def __init__(self, ops, device: torch.device, eos_token_id: int, stop_token_ids: tuple[int, ...]):
         self.ops = ops
@@ -33,7 +41,7 @@ class PostForward:
         width = max(counts)
         ints, floats, modes = self._settings(requests, counts)
         max_commit = int(ints[3].max())  # a host tensor still: no sync
-        ints, floats = ints.to(self.device), floats.to(self.device)
+        ints, floats = to_device(ints, self.device), to_device(floats, self.device)
         counts_t, base_key, mode, num_commit, eos_ban, stop_ban, random_conf = ints
         temperature, threshold, factor, reveal_p = floats  # float64; fp32 where compared with fp32
         num_rows = guided.shape[0]
@@ -47,7 +55,7 @@ class PostForward:
             "continuous" in modes
         ):
             positions = torch.tensor([p for r in requests for p in r.masked], dtype=torch.int64)
-            keys = row_keys(base_key[req_of_row], positions.to(self.device))
+            keys = row_keys(base_key[req_of_row], to_device(positions, self.device))
         else:  # nothing random this step: the keys would go unused
             keys = torch.zeros(num_rows, dtype=torch.int64, device=self.device)
 
