@@ -105,6 +105,10 @@ class AsyncEngine:
             self._num_pending_adds += 1
             self._inbox.put(("add", request_id, prompt_ids, params, prompt))
         self._wake.set()
+        if self.failure is not None or self._stopping:  # stopped after the check above: fail it here
+            stream.put_nowait(
+                EngineDeadError(self.failure or "the engine is not running", self.failure is not None)
+            )
         finished = False
         try:
             while True:
