@@ -27,6 +27,19 @@ def test_fp32_tokens_equal_between_triton_and_torch(tiny_ckpt):
     assert outs["triton"] == outs["torch"]
 
 
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_fp32_cached_tokens_equal_between_triton_and_torch(tiny_ckpt, cache):
+    params = SamplingParams(
+        max_tokens=24, steps=24, block_length=8, temperature=0.0, cfg_scale=1.0, cache=cache, ignore_eos=True
+    )
+    outs = {}
+    for kernels in ("torch", "triton"):
+        llm = LLM(tiny_ckpt, device="cuda", dtype="float32", kernels=kernels, kv_cache_memory=0.1)
+        outs[kernels] = [o.token_ids for o in llm.generate(prompt_token_ids=PROMPTS, sampling_params=params)]
+        assert llm.engine.kv_cache.allocator.num_used == 0
+    assert outs["triton"] == outs["torch"]
+
+
 def test_bf16_forward_close_between_triton_and_torch(tiny_ckpt):
     lm = load_model(tiny_ckpt, dtype="bfloat16", device="cuda")
     batch = PackedBatch.from_sequences([torch.tensor(p) for p in PROMPTS], "cuda")

@@ -28,8 +28,19 @@ def test_forward_with_triton_kernels_matches_torch(tiny_ckpt):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_generation_with_triton_kernels_matches_torch(tiny_ckpt):
-    params = SamplingParams(max_tokens=8, steps=8, block_length=4, temperature=0.0, ignore_eos=True)
+@pytest.mark.parametrize("cache, cfg_scale", [("none", 0.0), ("prefix", 1.0), ("dual", 0.0)])
+def test_generation_with_triton_kernels_matches_torch(tiny_ckpt, cache, cfg_scale):
+    """Greedy tokens with every Triton kernel (paged attention for the caches, the sampling head over
+    the whole step's rows) equal the torch path's."""
+    params = SamplingParams(
+        max_tokens=8,
+        steps=8,
+        block_length=4,
+        temperature=0.0,
+        cache=cache,
+        cfg_scale=cfg_scale,
+        ignore_eos=True,
+    )
     prompts = [[7, 8, 9, 10], [40, 41, 42]]
     ref = LLM(tiny_ckpt, device="cpu", dtype="float32", kernels="torch").generate(
         prompt_token_ids=prompts, sampling_params=params
