@@ -60,6 +60,7 @@ class ModelRunner:
             seed = int.from_bytes(os.urandom(8), "little") >> 1
         request.seed = seed
 
+    @torch.inference_mode()  # the post-forward edits the forward's logits in place (EOS ban)
     def execute(self, sched: SchedulerOutput) -> StepOutput:
         requests = sched.forward + sched.reuse
         guided, num_rows, num_tokens = self._forward(sched.forward)
@@ -76,7 +77,6 @@ class ModelRunner:
         commits = self.post_forward.commits(requests, logits)
         return StepOutput(commits=commits, num_rows=num_rows, num_tokens=num_tokens)
 
-    @torch.inference_mode()
     def _forward(self, requests) -> tuple[torch.Tensor, int, int]:
         """One packed forward; returns the guided logits [M, V] fp32 of the forwarded requests' masked
         positions, request after request (empty when nothing is forwarded)."""

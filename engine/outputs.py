@@ -41,6 +41,8 @@ class Commit:
 
     positions: list[int]
     tokens: list[int]
+    # With SamplingParams.logprobs: per token, (its logprob, [(token, logprob)] of the best alternatives).
+    logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None
 
 
 @dataclass
@@ -63,6 +65,9 @@ class RequestOutput:
     num_forward_passes: int  # rows this request took in forward passes (CFG counts one per step)
     num_steps: int  # denoising steps taken, forwards and reuses together
     prompt: str | None = None
+    # With SamplingParams.logprobs, one entry per token_ids entry: (logprob, [(token, logprob)] of the
+    # best alternatives), under the forward that committed the token (guided, un-tempered).
+    logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None
 
 
 @dataclass

@@ -69,6 +69,7 @@ class Request:
         self.finished_text: str | None = None
         self._plan = self._block_plan()
         self.masked = self._block_masks()  # masked positions of the active block, ascending
+        self.token_logprobs: dict[int, tuple] = {}  # canvas position -> Commit.logprobs entry
 
     # -- geometry ---------------------------------------------------------------------------
     @property
@@ -126,8 +127,11 @@ class Request:
         return (start, self.canvas_len) if self.params.cache == "prefix" else (start, end)
 
     # -- state changes ------------------------------------------------------------------------
-    def commit(self, positions: list[int], tokens: list[int]) -> None:
-        """Write committed tokens (positions: masked positions of the active block)."""
+    def commit(self, positions: list[int], tokens: list[int], logprobs: list | None = None) -> None:
+        """Write committed tokens (positions: masked positions of the active block), and their
+        log-probabilities when the request asked for them."""
+        if logprobs is not None:
+            self.token_logprobs.update(zip(positions, logprobs, strict=True))
         if positions:
             for p, t in zip(positions, tokens, strict=True):
                 self.canvas[p] = t

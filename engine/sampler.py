@@ -39,15 +39,57 @@ def row_uniform(keys: torch.Tensor, stream: int) -> torch.Tensor:
     return uniform64(keys, torch.full((1,), stream, dtype=torch.int64, device=keys.device))[:, 0]
 
 
+def filter_logits(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor | None,
+    top_p: torch.Tensor | None,
+    min_p: torch.Tensor | None,
+) -> torch.Tensor:
+    """A copy of rows [R, V] with the tokens outside top_k, then min_p and top_p of softmax(logits / T)
+    set to -inf. Per row (None: off for all): top_k [R] int64 (0: off), top_p [R] (1: off), min_p [R]
+    (0: off). The best token always stays; tokens tied with the k-th best stay too."""
+    out = logits.clone()
+    vocab = logits.shape[1]
+    if top_k is not None:
+        k = torch.where(top_k > 0, top_k.clamp(max=vocab), vocab)
+        kth = torch.topk(logits, int(k.max()), dim=1).values.gather(1, (k - 1)[:, None])
+        out.masked_fill_(logits < kth, float("-inf"))
+    if top_p is None and min_p is None:
+        return out
+    t = torch.where(temperature > 0, temperature, 1.0)[:, None]
+    probs = torch.softmax(out / t, dim=1)
+    if min_p is not None:
+        keep_from = min_p[:, None] * probs.max(dim=1, keepdim=True).values
+        out.masked_fill_(probs < keep_from, float("-inf"))
+    if top_p is not None:
+        sorted_probs, order = torch.sort(probs, dim=1, descending=True)
+        before = sorted_probs.cumsum(dim=1) - sorted_probs  # mass of the better tokens
+        drop = torch.zeros_like(out, dtype=torch.bool).scatter(1, order, before >= top_p[:, None])
+        out.masked_fill_(drop, float("-inf"))
+    return out
+
+
 def sample_candidates(
-    logits: torch.Tensor, rows: RowParams, stop_ids: torch.Tensor, ops
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [M, V] fp32 (guided, banned columns at -inf) -> (tokens [M] int64, confidence [M] fp32)."""
-    tokens, probs = ops.sample_head(logits, rows.temperature, rows.keys)
-    confidence = probs.float()
+    logits: torch.Tensor,
+    rows: RowParams,
+    stop_ids: torch.Tensor,
+    ops,
+    sample_logits: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """logits [M, V] fp32 (guided, banned columns at -inf) -> (tokens [M] int64, probs [M] fp32: each
+    candidate's probability under `logits`, confidence [M] fp32). `sample_logits`: the rows to draw
+    from instead, when top_k / top_p / min_p narrowed them (probabilities stay the model's)."""
+    if sample_logits is None:
+        tokens, probs = ops.sample_head(logits, rows.temperature, rows.keys)
+    else:
+        tokens, _ = ops.sample_head(sample_logits, rows.temperature, rows.keys)
+        probs = torch.softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)
+    probs = probs.float()
+    confidence = probs
     if rows.any_random:
         u = row_uniform(rows.keys, STREAM_CONFIDENCE).float()
         confidence = torch.where(rows.random_confidence, u, confidence)
     banned = rows.ban_stop_confidence & torch.isin(tokens, stop_ids)
     confidence = confidence.masked_fill(banned, float("-inf"))
-    return tokens, confidence
+    return tokens, probs, confidence

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 
 REMASKING = ("low_confidence", "random")
 SAMPLERS = ("exact", "continuous")
+MAX_LOGPROBS = 20  # alternatives per token, as OpenAI's top_logprobs
+
 # "none": every step runs the whole canvas (LLaDA's exact mode). "prefix" / "dual": Fast-dLLM's
 # approximate KV caches, refreshed by one full forward on entering each block.
 CACHE_MODES = ("none", "prefix", "dual")
@@ -65,6 +67,10 @@ class SamplingParams:
     early_stop: bool = True  # finish once a finished block holds EOS/EoT instead of running the rest
     ignore_eos: bool = False  # EOS/EoT do not end the answer: every block runs, text keeps going
     cache: str | None = None  # "none" (exact) | "prefix" | "dual": Fast-dLLM's approximate KV caches
+    top_k: int | None = None  # temperature > 0: sample among the k most likely tokens (None, -1: all)
+    top_p: float | None = None  # temperature > 0: among the fewest tokens whose mass reaches p
+    min_p: float | None = None  # temperature > 0: among tokens with probability >= min_p * the top one
+    logprobs: int | None = None  # report each committed token's log-probability and this many alternatives
 
     def __post_init__(self):
         _check_int(self, "max_tokens", 1)
@@ -78,6 +84,19 @@ class SamplingParams:
             raise ValueError(f"remasking must be one of {', '.join(REMASKING)}; got {self.remasking!r}")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
+        if self.top_k is not None and self.top_k != -1:
+            _check_int(self, "top_k", 1)
+        if self.top_p is not None:
+            _check_float(self, "top_p", 0.0)
+            if not 0.0 < self.top_p <= 1.0:
+                raise ValueError(f"top_p must be in (0, 1]; got {self.top_p}")
+        if self.min_p is not None:
+            _check_float(self, "min_p", 0.0)
+            if self.min_p > 1.0:
+                raise ValueError(f"min_p must be in [0, 1]; got {self.min_p}")
+        _check_int(self, "logprobs", 0)
+        if self.logprobs is not None and self.logprobs > MAX_LOGPROBS:
+            raise ValueError(f"logprobs must be at most {MAX_LOGPROBS}; got {self.logprobs}")
         if self.cache is not None and self.cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
         if self.threshold is not None:
@@ -136,6 +155,12 @@ class SamplingParams:
                 f"block_length {resolved.block_length}))"
             )
         return resolved
+
+    @property
+    def filters_tokens(self) -> bool:
+        """Whether top_k, top_p or min_p narrows the sampled distribution (only at temperature > 0)."""
+        narrowed = (self.top_k not in (None, -1)) or (self.top_p not in (None, 1.0)) or bool(self.min_p)
+        return self.temperature > 0 and narrowed
 
     @property
     def num_rows(self) -> int:

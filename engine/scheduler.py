@@ -125,7 +125,7 @@ class Scheduler:
             if req.is_finished:  # aborted while its step ran
                 continue
             commit = step.commits[req.request_id]
-            req.commit(commit.positions, commit.tokens)
+            req.commit(commit.positions, commit.tokens, commit.logprobs)
             if req.is_block_done():
                 self._close_block(req)
                 outputs.append(self._output(req))
@@ -182,6 +182,9 @@ class Scheduler:
             finish_reason=req.status.finish_reason,
             num_forward_passes=req.num_forward_passes,
             num_steps=req.num_steps,
+            logprobs=None
+            if req.params.logprobs is None
+            else [req.token_logprobs.get(req.prompt_len + i) for i in range(len(ids))],
         )
 
 

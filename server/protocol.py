@@ -90,6 +90,8 @@ class _GenerationRequest(BaseModel):
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None  # vLLM's extension: -1 or unset for all tokens
+    min_p: float | None = None  # vLLM's extension
     n: int | None = None
     stream: bool | None = None  # null: false
     stream_options: StreamOptions | None = None
@@ -130,8 +132,6 @@ class _GenerationRequest(BaseModel):
         """(param, message) for the first option set to something this server cannot do."""
         if self.n not in (None, 1):
             return "n", "only n=1 is supported"
-        if self.top_p not in (None, 1.0):
-            return "top_p", "top_p is not supported (only 1.0); use temperature"
         for name in ("presence_penalty", "frequency_penalty"):
             if getattr(self, name) not in (None, 0.0):
                 return name, f"{name} is not supported (only 0)"

@@ -104,7 +104,9 @@ CASES = {
         "tools",
         "unsupported_parameter",
     ),
-    "top_p": ("completions", completion(top_p=0.5), 400, "top_p", "unsupported_parameter"),
+    "top_p 0": ("completions", completion(top_p=0), 400, "top_p", "invalid_value"),
+    "top_k 0": ("chat", chat(top_k=0), 400, "top_k", "invalid_value"),
+    "min_p above 1": ("completions", completion(min_p=1.5), 400, "min_p", "invalid_value"),
     "echo": ("completions", completion(echo=True), 400, "echo", "unsupported_parameter"),
     "stream_options without stream": (
         "chat",
