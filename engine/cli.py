@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+from importlib import metadata
 
 from engine.sampling_params import CACHE_MODES, REMASKING, SAMPLERS, SamplingParams
 
@@ -29,6 +31,56 @@ def gib(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"expected a number of GiB >= 0; got {text!r}")
     return value
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("dllm-serve")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads count once)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_cpus_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def default_threads() -> int:
+    """torch CPU threads when --threads is not given: the physical cores but one, which is left to
+    the event loop and the tokenizer threads (at least 1). Measured on the 2-core development CPU
+    (README, "CPU threads"): a second thread bought nothing, and only two threads stalled for seconds
+    when the machine was busy."""
+    return max(1, physical_cores() - 1)
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    """torch.set_num_threads(--threads); unset: OMP_NUM_THREADS if the environment sets it, else
+    default_threads(). Returns the number in force."""
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    elif not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(default_threads())
+    return torch.get_num_threads()
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +117,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="GIB",
         help="K/V cache pool for cached requests, in GiB (default: half the free CUDA memory after "
         "the weights, 1 on CPU; 0: no pool, cached requests are refused)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: OMP_NUM_THREADS if set, else the physical cores but one)",
     )
 
 
@@ -118,6 +177,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from engine.llm import LLM
 
     params = sampling_params_from(args)
+    apply_threads(args)
     llm = LLM(args.model, **engine_kwargs(args))
     llm.engine.warm_up()  # kernels or a device that cannot run: one line and status 2, not a traceback
     if args.chat:
@@ -134,6 +194,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="dllm", description="Serve and run masked diffusion LMs.")
+    parser.add_argument("--version", action="version", version=f"dllm {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate from one or more prompts")

@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from engine.cli import add_engine_arguments, engine_kwargs
+from engine.cli import add_engine_arguments, apply_threads, engine_kwargs
 from engine.sampling_params import SamplingParams
 from models.demo_tasks import TASKS, heldout_examples, is_correct
 
@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
         mode_params(m, {})  # fail on a misspelled mode before loading anything
+    apply_threads(args)
     llm = LLM(args.model, **engine_kwargs(args))
     rows = evaluate(llm, tasks, modes, args.num_prompts, args.seed)
     table = format_table(rows, tasks)

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.cli import main
+from engine.cli import (
+    ArgumentParser,
+    add_engine_arguments,
+    apply_threads,
+    default_threads,
+    main,
+    package_version,
+    physical_cores,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,3 +139,41 @@ def test_bad_cache_flag_is_one_line(argv, message, capsys):
         status = exc.code
     err = capsys.readouterr().err
     assert status == 2 and err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_version():
+    res = dllm("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"dllm {package_version()}", res.stderr
+    assert package_version() != "unknown"  # the project is installed (editable) in its venv
+
+
+@pytest.mark.parametrize(
+    "flag,environ,expected",
+    [(["--threads", "3"], {}, 3), ([], {}, "default"), ([], {"OMP_NUM_THREADS": "2"}, None)],
+)
+def test_threads(flag, environ, expected, monkeypatch):
+    """--threads wins; unset, OMP_NUM_THREADS is left to torch; else default_threads()."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    before = torch.get_num_threads()
+    parser = ArgumentParser(prog="dllm generate")
+    add_engine_arguments(parser)
+    try:
+        in_force = apply_threads(parser.parse_args(flag))
+        want = {"default": default_threads(), None: before}.get(expected, expected)
+        assert in_force == torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_default_threads_leave_a_core():
+    assert default_threads() == max(1, physical_cores() - 1)
+    assert 1 <= physical_cores() <= (os.cpu_count() or 1)
+
+
+def test_generate_and_eval_take_threads(tiny_ckpt):
+    res = dllm("generate", "--model", str(tiny_ckpt), "--quiet", "--max-tokens", "4", "--threads", "1", "hi")
+    assert res.returncode == 0, res.stderr
+    res = dllm("eval", "--threads", "0")
+    assert res.returncode == 2 and "argument --threads: expected an integer >= 1" in res.stderr
