@@ -13,8 +13,8 @@
 #
 # Configuration: every `dllm serve` flag can be appended to `docker run IMAGE ...`, or set through the
 # environment: DLLM_MODEL, DLLM_HOST, DLLM_PORT, DLLM_API_KEY, DLLM_SERVED_MODEL_NAME,
-# DLLM_MAX_NUM_SEQS, DLLM_MAX_WAITING (the README's "Flags and environment variables" lists them all).
-# Flags win over the environment.
+# DLLM_MAX_NUM_SEQS, DLLM_MAX_WAITING, DLLM_ALLOWED_HOSTS, DLLM_ALLOWED_ORIGINS (the README's "Flags
+# and environment variables" lists them all). Flags win over the environment.
 
 ARG BASE_IMAGE=pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}

@@ -2,6 +2,7 @@
 or server-sent events. Everything else lives in the modules the handlers call.
 
     POST /v1/chat/completions   POST /v1/completions   GET /v1/models[/{id}]   (API key if configured)
+    POST /tokenize   POST /detokenize   (API key if configured)   GET /version
     GET /health (200 while taking requests; 503 after a fatal engine error, or on a connection
     still open while draining)   GET /metrics (Prometheus text)
 
@@ -18,13 +19,15 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ValidationError
 
+from engine.cli import package_version
 from models.tokenizer import max_token_chars
-from server import errors
+from server import errors, openapi
 from server import protocol as p
-from server.auth import api_key_checker
+from server.auth import access_checker, require_json
 from server.config import ServerConfig
 from server.convert import (
     ChatFormat,
@@ -39,6 +42,8 @@ from server.convert import (
 from server.errors import APIError, from_validation_error, invalid_request
 from server.generation import EventStreamResponse, Generation, collect, sse_stream
 from server.metrics import CONTENT_TYPE, Metrics, RequestCounter
+from server.request_log import RequestLog
+from server.tokenization import detokenize, tokenize
 
 
 def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> FastAPI:
@@ -59,12 +64,40 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
             await engine.shutdown(drain_timeout=0)
 
     app = FastAPI(
-        title="dllm-serve", summary="OpenAI-compatible API for masked diffusion LMs", lifespan=lifespan
+        title="dllm-serve",
+        summary="OpenAI-compatible API for masked diffusion LMs",
+        version=package_version(),
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN
+        redoc_url=None,
     )
     errors.install(app)
+    if config.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            expose_headers=["X-Request-Id"],
+        )
     app.add_middleware(RequestCounter, metrics=metrics)
+    app.add_middleware(RequestLog)
+    access = Depends(access_checker(config.api_key, config.allowed_hosts))
+    openapi.install(
+        app,
+        [
+            p.ChatCompletionRequest,
+            p.CompletionRequest,
+            p.TokenizeCompletionRequest,
+            p.TokenizeChatRequest,
+            p.DetokenizeRequest,
+        ],
+        config.served_model_name,
+        ("/v1", "/tokenize", "/detokenize"),
+        keyed=config.api_key is not None,
+    )
 
-    @app.get("/health")
+    @app.get("/health", responses=openapi.errors(503))
     async def health():
         if engine.failure is not None:
             raise APIError(
@@ -76,24 +109,49 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
             )
         return {"status": "ok"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(api_key_checker(config.api_key))])
-    card = p.ModelCard(id=config.served_model_name, created=created)
+    @app.get("/version", response_model=p.VersionResponse)
+    async def version():
+        return {"version": app.version}
 
-    @v1.get("/models")
+    tokenize_doc = openapi.tokenizer_route(
+        p.TokenizeResponse, p.TokenizeCompletionRequest, p.TokenizeChatRequest
+    )
+
+    @app.post("/tokenize", dependencies=[access], **tokenize_doc)
+    async def tokenize_prompt(request: Request):
+        data = await _read_json(request)
+        model = p.TokenizeChatRequest if "messages" in data else p.TokenizeCompletionRequest
+        req = _validate(data, model)
+        texts = [m.content for m in req.messages] if model is p.TokenizeChatRequest else [req.prompt]
+        if engine.tokenizer is not None:
+            check_prompt_text(["".join(texts)], max_prompt_chars, "prompt")
+        return (await asyncio.to_thread(tokenize, engine, req)).model_dump()
+
+    detokenize_doc = openapi.tokenizer_route(p.DetokenizeResponse, p.DetokenizeRequest)
+
+    @app.post("/detokenize", dependencies=[access], **detokenize_doc)
+    async def detokenize_tokens(request: Request):
+        req = _validate(await _read_json(request), p.DetokenizeRequest)
+        return (await asyncio.to_thread(detokenize, engine, req)).model_dump()
+
+    v1 = APIRouter(prefix="/v1", dependencies=[access], responses=openapi.errors(*openapi.GUARDED_STATUSES))
+    card = p.ModelCard(id=config.served_model_name, created=created, max_model_len=context)
+
+    @v1.get("/models", response_model=p.ModelList)
     async def list_models():
         return p.ModelList(data=[card]).model_dump()
 
-    @v1.get("/models/{model_id:path}")
+    @v1.get("/models/{model_id:path}", response_model=p.ModelCard, responses=openapi.errors(404))
     async def get_model(model_id: str):
         if model_id != config.served_model_name:
             raise _unknown_model(model_id)
         return card.model_dump()
 
-    @v1.post("/chat/completions")
+    @v1.post("/chat/completions", **openapi.generation_route(p.ChatCompletionRequest, p.ChatCompletion))
     async def chat_completions(request: Request):
         arrival = time.monotonic()
         req = await _parse(request, p.ChatCompletionRequest)
@@ -103,7 +161,7 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
         prompts = [await asyncio.to_thread(chat_prompt_ids, engine.tokenizer, req.messages)]
         return await _generate(request, req, ChatFormat, "chatcmpl", prompts, arrival)
 
-    @v1.post("/completions")
+    @v1.post("/completions", **openapi.generation_route(p.CompletionRequest, p.Completion))
     async def completions(request: Request):
         arrival = time.monotonic()
         req = await _parse(request, p.CompletionRequest)
@@ -118,6 +176,11 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
 
     async def _parse(request: Request, model: type[BaseModel]):
         """Body -> protocol model, or the 4xx that says what is wrong with it."""
+        return _validate(await _read_json(request), model)
+
+    async def _read_json(request: Request) -> dict:
+        """The body as a JSON object, or the 4xx that says what is wrong with it."""
+        require_json(request)
         limit = config.max_request_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -144,13 +207,16 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
                 "(an unpaired \\ud800-\\udfff escape), which is not valid Unicode.",
                 bad_text,
             )
+        return data
+
+    def _validate(data: dict, model: type[BaseModel]):
         try:
             req = model.model_validate(data)
         except ValidationError as exc:
             raise from_validation_error(exc) from None
-        if req.model != config.served_model_name:
+        if req.model is not None and req.model != config.served_model_name:
             raise _unknown_model(req.model)
-        unsupported = req.unsupported()
+        unsupported = req.unsupported() if hasattr(req, "unsupported") else None
         if unsupported is not None:
             raise invalid_request(unsupported[1], unsupported[0], "unsupported_parameter")
         return req
@@ -164,8 +230,8 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
         for i, ids in enumerate(prompts):
             await gen.add(ids, params, f"{meta.id}-{i}", fmt.prompt_param)
         if req.stream:
-            include_usage = req.stream_options is not None and req.stream_options.include_usage
-            return EventStreamResponse(sse_stream(fmt, meta, gen, prompts, include_usage), gen.close)
+            options = req.stream_options or p.StreamOptions()
+            return EventStreamResponse(sse_stream(fmt, meta, gen, prompts, options), gen.close)
         finals = await collect(gen, request, fmt.prompt_param)
         if finals is None:  # the client went away; nobody reads this (nginx's "client closed request")
             return Response(status_code=499)

@@ -35,6 +35,8 @@ ENV_DEFAULTS = {
     "DLLM_SERVED_MODEL_NAME": "served_model_name",
     "DLLM_MAX_NUM_SEQS": "max_num_seqs",
     "DLLM_MAX_WAITING": "max_waiting",
+    "DLLM_ALLOWED_HOSTS": "allowed_hosts",
+    "DLLM_ALLOWED_ORIGINS": "allowed_origins",
 }
 
 
@@ -77,23 +79,87 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="prompts one completions request may hold (default 16; each is a running request)",
     )
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    # String defaults go through each flag's `type`, so a bad value reads like a bad flag.
-    env = {dest: os.environ[var] for var, dest in ENV_DEFAULTS.items() if os.environ.get(var)}
-    parser.set_defaults(**env)
+    add_http_arguments(parser)
+    parser.set_defaults(**environment_defaults(parser))
+
+
+def add_http_arguments(parser: argparse.ArgumentParser) -> None:
+    """Connection limits and cross-site request protection."""
+    g = parser.add_argument_group("connections and cross-site requests")
+    g.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a connection gets to send a request's first line and headers, from its opening "
+        "or its previous response; then it is closed (default 10)",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open connections or requests in progress beyond which requests get 503 (uvicorn's "
+        "limit_concurrency; default: --max-num-seqs + --max-waiting + 64)",
+    )
+    g.add_argument(
+        "--allowed-hosts",
+        type=comma_list,
+        default=None,
+        metavar="H1,H2",
+        help="without --api-key, the Host names /v1/* and /tokenize accept besides IP addresses "
+        "(default: localhost; '*': any, e.g. behind a proxy that checks them)",
+    )
+    g.add_argument(
+        "--allowed-origins",
+        type=comma_list,
+        default=[],
+        metavar="O1,O2",
+        help="browser origins allowed to call the API (CORS), e.g. https://app.example; '*': any "
+        "(default: none)",
+    )
+
+
+def comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def environment_defaults(parser: argparse.ArgumentParser) -> dict:
+    """DLLM_* variables converted by their flag's type; a bad value is blamed on the variable."""
+    actions = {action.dest: action for action in parser._actions}
+    values = {}
+    for var, dest in ENV_DEFAULTS.items():
+        text = os.environ.get(var)
+        if not text:
+            continue
+        action = actions[dest]
+        try:
+            values[dest] = action.type(text) if action.type else text
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            parser.error(f"environment variable {var}={text!r} is not a valid {action.option_strings[0]}")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
     from engine.async_engine import AsyncEngine
-    from engine.cli import engine_kwargs, sampling_params_from
+    from engine.cli import apply_threads, engine_kwargs, sampling_params_from
     from engine.engine import EngineConfig
     from models.registry import DEMO_MODEL_DIR
     from server.app import build_app
     from server.config import ServerConfig
+    from server.connections import header_deadline_protocol
 
     if not 0 <= args.port < 65536:
         raise ValueError(f"--port must be in [0, 65535]; got {args.port}")
     if args.max_waiting < 1:
         raise ValueError(f"--max-waiting must be >= 1; got {args.max_waiting}")
+    max_connections = args.max_connections
+    if max_connections is None:
+        max_connections = args.max_num_seqs + args.max_waiting + 64
+    if max_connections < 2:  # uvicorn counts the connection asking: 1 would refuse every request
+        raise ValueError(f"--max-connections must be >= 2; got {max_connections}")
+    if not args.header_timeout > 0:
+        raise ValueError(f"--header-timeout must be > 0; got {args.header_timeout}")
     model_dir = Path(args.model) if args.model else DEMO_MODEL_DIR
     config = ServerConfig(
         served_model_name=args.served_model_name or model_dir.resolve().name,
@@ -102,12 +168,15 @@ def run(args: argparse.Namespace) -> int:
         drain_timeout_s=args.drain_timeout,
         max_request_bytes=args.max_request_bytes,
         max_prompts_per_request=args.max_prompts_per_request,
+        allowed_hosts=tuple(args.allowed_hosts or ("localhost",)),
+        allowed_origins=tuple(args.allowed_origins),
         defaults=sampling_params_from(args),
     )
     engine_config = EngineConfig(model=model_dir, **engine_kwargs(args))
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    threads = apply_threads(args)
     engine = AsyncEngine.from_config(engine_config, max_waiting=args.max_waiting)
     engine.engine.warm_up()
     app = build_app(engine, config)
@@ -118,9 +187,17 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         lifespan="on",
         timeout_graceful_shutdown=args.drain_timeout + 5,
+        http=header_deadline_protocol(args.header_timeout),
+        limit_concurrency=max_connections,
+        access_log=False,  # the app logs each request once, with its X-Request-Id
     )
     logging.getLogger("dllm.server").info(
-        "serving %s as %r on http://%s:%d/v1", model_dir, config.served_model_name, args.host, args.port
+        "serving %s as %r on http://%s:%d/v1 (%d torch threads)",
+        model_dir,
+        config.served_model_name,
+        args.host,
+        args.port,
+        threads,
     )
     server = DrainingServer(uv_config, engine, args.drain_timeout)
     server.run()

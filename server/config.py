@@ -15,6 +15,10 @@ class ServerConfig:
     drain_timeout_s: float = 30.0  # on shutdown, in-flight requests get this long to finish
     max_request_bytes: int = 4 * 2**20  # larger bodies are refused (413) before parsing
     max_prompts_per_request: int = 16  # completions: one request holds at most this many prompts
+    # Without an API key, the Host names /v1/* accept besides IP addresses ("*": any); with a key,
+    # any. Browser origins allowed to call the API (CORS; "*": any).
+    allowed_hosts: tuple[str, ...] = ("localhost",)
+    allowed_origins: tuple[str, ...] = ()
     # Server-side sampling defaults: a request's unset fields take these, then the checkpoint's.
     defaults: SamplingParams = field(default_factory=SamplingParams)
 

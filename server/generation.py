@@ -26,6 +26,7 @@ from engine.sampling_params import SamplingParams
 from server.convert import usage
 from server.errors import APIError, from_value_error
 from server.metrics import Metrics
+from server.protocol import StreamOptions
 
 log = logging.getLogger("dllm.server")
 
@@ -153,27 +154,36 @@ async def _disconnected(request: Request) -> None:
 
 
 async def sse_stream(
-    fmt, meta, gen: Generation, prompts: list[list[int]], include_usage: bool
+    fmt, meta, gen: Generation, prompts: list[list[int]], options: StreamOptions
 ) -> AsyncIterator[bytes]:
     """Chunks: the opening ones, then per finished block the text it made final (the last one of
-    each choice with its finish_reason), the usage chunk if asked, then [DONE]."""
-    exclude = None if include_usage else {"usage"}
+    each choice with its finish_reason), the usage chunk if asked, then [DONE]. With
+    continuous_usage_stats every chunk carries the usage so far (all prompts, the tokens made final)."""
+    exclude = None if options.include_usage or options.continuous_usage_stats else {"usage"}
     sent: dict[int, str] = {}
+    latest: dict[int, RequestOutput] = {}
     finals: dict[int, RequestOutput] = {}
+
+    def event(chunk) -> bytes:
+        if options.continuous_usage_stats:
+            chunk.usage = usage(prompts, list(latest.values()))
+        return _event(chunk.model_dump_json(exclude=exclude))
+
     try:
         for chunk in fmt.opening(meta):
-            yield _event(chunk.model_dump_json(exclude=exclude))
+            yield event(chunk)
         async for index, out in gen.outputs():
             before = sent.get(index, "")
             # Engine texts only grow: a block's text holds back partial UTF-8 and stop-string prefixes.
             delta = out.text[len(before) :]
             sent[index] = out.text
+            latest[index] = out
             if delta or out.finished:
                 finish = out.finish_reason if out.finished else None
-                yield _event(fmt.chunk(meta, index, delta, finish).model_dump_json(exclude=exclude))
+                yield event(fmt.chunk(meta, index, delta, finish))
             if out.finished:
                 finals[index] = out
-        if include_usage:
+        if options.include_usage:
             use = usage(prompts, [finals[i] for i in range(len(finals))])
             yield _event(fmt.usage_chunk(meta, use).model_dump_json())
     except Exception as exc:

@@ -10,12 +10,37 @@ carries `num_forward_passes` (model rows the request took, the NFE of diffusion 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 MAX_STOP = 16  # stop strings per request
+
+# What the fields normalised by "before" validators accept, for the OpenAPI document.
+_TEXT_PART = {
+    "type": "object",
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    "required": ["type", "text"],
+    "additionalProperties": False,
+}
+_IDS = {"type": "array", "items": {"type": "integer"}, "minItems": 1}
+CONTENT_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]}
+STOP_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": MAX_STOP},
+        {"type": "null"},
+    ]
+}
+PROMPT_SCHEMA = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        _IDS,
+        {"type": "array", "items": _IDS, "minItems": 1},
+    ]
+}
 
 
 # A lone UTF-16 surrogate can only come from a \ud800-\udfff escape or raw bytes ED A0-BF: look for
@@ -56,12 +81,13 @@ def lone_surrogate_path(raw: bytes, data: Any) -> str | None:
 class StreamOptions(BaseModel):
     model_config = STRICT
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's: usage (so far) on every chunk
 
 
 class ChatMessage(BaseModel):
     model_config = STRICT
     role: Literal["system", "developer", "user", "assistant"]
-    content: str  # a string, or a list of text parts joined by newlines
+    content: Annotated[str, WithJsonSchema(CONTENT_SCHEMA)]  # a string, or text parts joined by newlines
     name: str | None = None
 
     @field_validator("content", mode="before")
@@ -95,7 +121,7 @@ class _GenerationRequest(BaseModel):
     n: int | None = None
     stream: bool | None = None  # null: false
     stream_options: StreamOptions | None = None
-    stop: list[str] | None = None  # a string is taken as a list of one
+    stop: Annotated[list[str] | None, WithJsonSchema(STOP_SCHEMA)] = None  # a string: a list of one
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     user: str | None = None  # accepted for compatibility; not used
     presence_penalty: float | None = None
@@ -177,7 +203,7 @@ class ChatCompletionRequest(_GenerationRequest):
 
 class CompletionRequest(_GenerationRequest):
     # Normalised to one entry per choice: strings, or lists of token ids.
-    prompt: list[str] | list[list[int]]
+    prompt: Annotated[list[str] | list[list[int]], WithJsonSchema(PROMPT_SCHEMA)]
     echo: bool | None = None
     logprobs: int | None = None
     best_of: int | None = None
@@ -292,6 +318,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "dllm-serve"
+    max_model_len: int  # vLLM's: prompt + max_tokens may not exceed it
 
 
 class ModelList(BaseModel):
@@ -308,3 +335,38 @@ class ErrorInfo(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorInfo
+
+
+# -- /tokenize, /detokenize, /version (vLLM's shapes) --------------------------------------------------
+class TokenizeCompletionRequest(BaseModel):
+    model_config = STRICT
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = False  # false: as /v1/completions tokenizes a prompt
+
+
+class TokenizeChatRequest(BaseModel):
+    model_config = STRICT
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    add_generation_prompt: bool = True  # true: as /v1/chat/completions renders the conversation
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int]
+    count: int
+    max_model_len: int
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = STRICT
+    model: str | None = None
+    tokens: list[int]
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
+class VersionResponse(BaseModel):
+    version: str

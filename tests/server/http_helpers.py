@@ -35,9 +35,11 @@ class ServerProcess:
         *flags: str,
         script: Path | None = None,
         extra_env: dict | None = None,
+        api_key: str | None = API_KEY,
     ):
         """`script`: a Python file run instead of `-m engine.cli` with `serve`'s arguments (fault
-        injection); `extra_env`: more environment variables."""
+        injection); `extra_env`: more environment variables; `api_key`: None for none."""
+        self.api_key = api_key
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -56,8 +58,7 @@ class ServerProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--api-key",
-            API_KEY,
+            *(["--api-key", api_key] if api_key is not None else []),
             "--log-level",
             "warning",
             *flags,
@@ -86,7 +87,9 @@ class ServerProcess:
 
     @property
     def headers(self) -> dict:
-        return {"Authorization": f"Bearer {API_KEY}"}
+        """The key (if any) and the JSON Content-Type POST bodies need."""
+        key = {"Authorization": f"Bearer {self.api_key}"} if self.api_key is not None else {}
+        return {**key, "Content-Type": "application/json"}
 
     def log(self) -> str:
         return self.log_path.read_text()[-5000:]

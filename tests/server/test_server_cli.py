@@ -53,9 +53,37 @@ def test_engine_that_cannot_run_fails_at_start(flags, needs_cpu_host):
     assert r.stderr.startswith("dllm serve: error: ") and flags[1] in r.stderr, r.stderr
 
 
-def test_bad_environment_value_reads_like_a_bad_flag():
-    r = serve(env={"DLLM_PORT": "eighty"})
-    assert r.returncode == 2 and "--port" in r.stderr and "eighty" in r.stderr
+@pytest.mark.parametrize("var,value", [("DLLM_PORT", "eighty"), ("DLLM_MAX_WAITING", "1.5")])
+def test_bad_environment_value_is_blamed_on_the_variable(var, value):
+    r = serve(env={var: value})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"dllm serve: error: environment variable {var}={value!r}"), r.stderr
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--header-timeout", "0"], "--header-timeout must be > 0"),
+        (["--max-connections", "1"], "--max-connections must be >= 2"),
+        (["--threads", "0"], "argument --threads: expected an integer >= 1"),
+    ],
+)
+def test_bad_connection_flags_are_one_line(flags, message):
+    r = serve(*flags)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_http_flags_and_their_environment(monkeypatch):
+    for key in cli.ENV_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DLLM_ALLOWED_HOSTS", "api.example, gpu-1")
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args([])
+    assert args.allowed_hosts == ["api.example", "gpu-1"] and args.allowed_origins == []
+    assert (args.header_timeout, args.max_connections, args.threads) == (10.0, None, None)
+    args = parser.parse_args(["--allowed-origins", "https://a.example,https://b.example"])
+    assert args.allowed_origins == ["https://a.example", "https://b.example"]
 
 
 def test_environment_gives_the_defaults(monkeypatch):
