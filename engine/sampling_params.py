@@ -1,8 +1,9 @@
 """SamplingParams: every per-request sampling setting, validated with messages a user understands.
 
 Fields left as None take the checkpoint's defaults (its generation_config.json) and then the
-engine's built-in ones, through `resolve()`; a resolved SamplingParams has every field set and has
-passed the cross-field checks (blocks, steps, modes).
+engine's built-in ones, through `resolve()`. The checkpoint's `steps` count as tokens per step: a
+request that changes max_tokens keeps the checkpoint's pace, not its step count. A resolved
+SamplingParams has every field set and has passed the cross-field checks (blocks, steps, modes).
 """
 
 from __future__ import annotations
@@ -141,6 +142,11 @@ class SamplingParams:
             merged["threshold"], merged["factor"] = self.threshold, self.factor
         if merged["block_length"] is None or merged["block_length"] > merged["max_tokens"]:
             merged["block_length"] = merged["max_tokens"]
+        if self.steps is None and defaults and defaults.get("steps") and defaults.get("max_tokens"):
+            # The checkpoint's steps go with its max_tokens: keep its tokens per step, not its count.
+            per_step = defaults["max_tokens"] / defaults["steps"]
+            blocks = math.ceil(merged["max_tokens"] / merged["block_length"])
+            merged["steps"] = max(math.ceil(merged["max_tokens"] / per_step), blocks)
         resolved = replace(self, **merged)
         if resolved.steps is None:
             object.__setattr__(resolved, "steps", resolved.max_tokens)

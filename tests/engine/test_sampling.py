@@ -51,6 +51,17 @@ def test_defaults_come_from_the_checkpoint_then_builtins():
     assert SamplingParams(stop="x").stop == ["x"]
 
 
+def test_checkpoint_steps_scale_with_max_tokens():
+    """generation_config's steps go with its max_tokens: a longer answer keeps the tokens per step."""
+    gen_config = {"max_tokens": 24, "block_length": 8, "steps": 12}  # two tokens per step
+    assert SamplingParams(max_tokens=256).resolve(gen_config).steps == 128
+    assert SamplingParams(max_tokens=7).resolve(gen_config).steps == 4  # ceil(3.5)
+    assert SamplingParams(max_tokens=256, steps=32).resolve(gen_config).steps == 32  # asked for
+    # never fewer steps than blocks: blocks of 1 need one step each
+    assert SamplingParams(max_tokens=10, block_length=1).resolve(gen_config).steps == 10
+    assert SamplingParams(max_tokens=256).resolve({"max_tokens": 24}).steps == 256  # no steps given
+
+
 def test_gumbel_sampler_matches_softmax_distribution():
     """Chi-square goodness of fit of 20k draws (one seed each) against the exact float64 softmax(l / T)."""
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, float("-inf"), 0.0, 3.0]])
