@@ -145,10 +145,12 @@ class Scheduler:
                 req.final_len = start - req.prompt_len + hit
                 stopped = True
         if req.params.stop and self.detokenize is not None and req.finished_text is None:
-            text = self.detokenize(req.canvas[req.prompt_len : end][: req.final_len])
+            ids = req.canvas[req.prompt_len : end][: req.final_len]
+            text = self.detokenize(ids)
             cut = find_stop(text, req.params.stop)
             if cut is not None:
                 req.finished_text = text[:cut]
+                req.final_len = self._tokens_within(ids, cut)
                 stopped = True
         last = req.block + 1 >= req.num_blocks
         if stopped and (req.params.early_stop or last):
@@ -161,6 +163,18 @@ class Scheduler:
                 tail = req.prompt_len + req.final_len + 1
                 req.canvas[tail:] = [self.stop_token_ids[0]] * (len(req.canvas) - tail)
         req.advance_block()
+
+    def _tokens_within(self, ids: list[int], num_chars: int) -> int:
+        """The most leading tokens whose text fits in `num_chars` characters (binary search over
+        prefixes), so token_ids end where a stop string cut the text."""
+        lo, hi = 0, len(ids)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(self.detokenize(ids[:mid])) <= num_chars:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     def _output(self, req: Request) -> RequestOutput:
         ids = req.generated_ids()

@@ -124,6 +124,7 @@ def test_stop_string_cuts_text_and_finishes():
     sched.add(make("a", max_tokens=8, steps=8, block_length=4, stop=["wx"]))
     outs = run(sched, lambda r, p: 20 + p - r.prompt_len)  # text "uvwxyzab"
     assert len(outs) == 1 and outs[0].text == "uv" and outs[0].finish_reason == "stop"
+    assert outs[0].token_ids == [20, 21]  # cut where the text is cut
 
 
 def test_abort_frees_the_slot():
