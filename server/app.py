@@ -6,9 +6,9 @@ or server-sent events. Everything else lives in the modules the handlers call.
     GET /health (200 while taking requests; 503 after a fatal engine error, or on a connection
     still open while draining)   GET /metrics (Prometheus text)
 
-Work before admission is bounded: the body by --max-request-bytes, the prompts of one request by
---max-prompts-per-request (and the queue), a text prompt by its length in characters before it is
-tokenized, then by its length in tokens.
+Work before admission is bounded: the body by --max-request-bytes, the engine requests of one
+request (prompts x n) by --max-prompts-per-request (and the queue), a text prompt by its length in
+characters before it is tokenized, then by its length in tokens.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ from server.convert import (
     chat_prompt_ids,
     check_prompt_text,
     check_request,
+    choice_params,
     completion_prompt_ids,
     sampling_params,
 )
 from server.errors import APIError, from_validation_error, invalid_request
 from server.generation import EventStreamResponse, Generation, collect, sse_stream
+from server.logprobs import TokenTexts
 from server.metrics import CONTENT_TYPE, Metrics, RequestCounter
 from server.request_log import RequestLog
 from server.tokenization import detokenize, tokenize
@@ -53,7 +55,8 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
     created = int(time.time())
     context = engine.engine.max_model_len
     max_prompt_chars = context * max_token_chars(engine.tokenizer) if engine.tokenizer is not None else 0
-    max_prompts = min(config.max_prompts_per_request, engine.max_waiting)
+    max_prompts = min(config.max_prompts_per_request, engine.max_waiting)  # engine requests: prompts x n
+    token_texts = TokenTexts(engine.tokenizer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -155,6 +158,7 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
     async def chat_completions(request: Request):
         arrival = time.monotonic()
         req = await _parse(request, p.ChatCompletionRequest)
+        _check_choices(req, 1)
         if engine.tokenizer is not None:
             check_prompt_text(["".join(m.content for m in req.messages)], max_prompt_chars, "messages")
         # Tokenizing runs in a worker thread: a long prompt must not stall the event loop.
@@ -169,6 +173,7 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
             raise invalid_request(
                 f"at most {max_prompts} prompts per request; got {len(req.prompt)}", "prompt"
             )
+        _check_choices(req, len(req.prompt))
         if isinstance(req.prompt[0], str) and engine.tokenizer is not None:
             check_prompt_text(req.prompt, max_prompt_chars, "prompt")
         prompts = await asyncio.to_thread(completion_prompt_ids, engine.tokenizer, req.prompt)
@@ -209,6 +214,12 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
             )
         return data
 
+    def _check_choices(req, num_prompts: int) -> None:
+        if num_prompts * req.num_choices > max_prompts:
+            raise invalid_request(
+                f"at most {max_prompts} choices per request (prompts x n); got {num_prompts} x {req.n}", "n"
+            )
+
     def _validate(data: dict, model: type[BaseModel]):
         try:
             req = model.model_validate(data)
@@ -227,15 +238,22 @@ def build_app(engine, config: ServerConfig, metrics: Metrics | None = None) -> F
         meta = ResponseMeta.new(prefix, config.served_model_name)
         timeout = config.request_timeout_s
         gen = Generation(engine, metrics, None if timeout is None else arrival + timeout, arrival)
-        for i, ids in enumerate(prompts):
-            await gen.add(ids, params, f"{meta.id}-{i}", fmt.prompt_param)
+        n = req.num_choices
+        for i, ids in enumerate(prompts):  # choice index: prompt index * n + j, as OpenAI
+            for j, choice in enumerate(choice_params(params, n)):
+                await gen.add(ids, choice, f"{meta.id}-{i * n + j}", fmt.prompt_param)
+        texts = token_texts if params.logprobs is not None else None
         if req.stream:
             options = req.stream_options or p.StreamOptions()
-            return EventStreamResponse(sse_stream(fmt, meta, gen, prompts, options), gen.close)
+            return EventStreamResponse(sse_stream(fmt, meta, gen, prompts, options, texts), gen.close)
         finals = await collect(gen, request, fmt.prompt_param)
         if finals is None:  # the client went away; nobody reads this (nginx's "client closed request")
             return Response(status_code=499)
-        return JSONResponse(fmt.response(meta, prompts, finals).model_dump())
+        if texts is None:
+            return JSONResponse(fmt.response(meta, prompts, finals, None).model_dump())
+        # Logprobs decode every token: off the event loop, as tokenizing is.
+        body = await asyncio.to_thread(lambda: fmt.response(meta, prompts, finals, texts).model_dump())
+        return JSONResponse(body)
 
     def _unknown_model(name: str) -> APIError:
         return APIError(

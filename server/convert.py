@@ -13,10 +13,11 @@ from engine.sampling_params import SamplingParams
 from models.tokenizer import render_chat
 from server import protocol as p
 from server.errors import from_value_error, invalid_request
+from server.logprobs import LogprobCursor, TokenLogprob, TokenTexts, chat_logprobs, completion_logprobs
 
 # Request fields copied to SamplingParams under the same name: every field but max_tokens (chat may
-# call it max_completion_tokens) and logprobs (OpenAI's is a flag on chat, a count on completions;
-# the server does not return log-probabilities yet). A test holds the protocol models to this list.
+# call it max_completion_tokens) and logprobs (OpenAI's is a flag with top_logprobs on chat, a count
+# on completions: `num_logprobs`). A test holds the protocol models to this list.
 PASSED_FIELDS = tuple(f.name for f in fields(SamplingParams) if f.name not in ("max_tokens", "logprobs"))
 
 
@@ -74,6 +75,7 @@ def sampling_params(
     """Request fields over the server defaults; unset ones stay None for the checkpoint's defaults."""
     values = {name: getattr(req, name) for name in PASSED_FIELDS}
     values["max_tokens"] = getattr(req, req.max_tokens_param)
+    values["logprobs"] = req.num_logprobs
     if values["threshold"] is not None or values["factor"] is not None:
         # A request that picks one parallel mode must not inherit the other from the server.
         defaults = replace(defaults, threshold=None, factor=None)
@@ -120,6 +122,14 @@ def check_request(
             )
 
 
+def choice_params(params: SamplingParams, num_choices: int) -> list[SamplingParams]:
+    """One SamplingParams per choice of a prompt: seeds seed, seed + 1, ... (the engine draws a
+    random seed for each when the request has none)."""
+    if params.seed is None:
+        return [params] * num_choices
+    return [replace(params, seed=params.seed + i) for i in range(num_choices)]
+
+
 # -- responses ---------------------------------------------------------------------------------------
 def usage(prompts: list[list[int]], finals: list[RequestOutput]) -> p.Usage:
     prompt_tokens = sum(len(ids) for ids in prompts)
@@ -138,14 +148,25 @@ class ChatFormat:
     prompt_param = "messages"
 
     @staticmethod
-    def opening(meta: ResponseMeta) -> list[p.BaseModel]:
-        choice = p.ChatChunkChoice(index=0, delta={"role": "assistant", "content": ""})
-        return [p.ChatCompletionChunk(id=meta.id, created=meta.created, model=meta.model, choices=[choice])]
+    def opening(meta: ResponseMeta, num_choices: int) -> list[p.BaseModel]:
+        choices = [
+            p.ChatChunkChoice(index=i, delta={"role": "assistant", "content": ""}) for i in range(num_choices)
+        ]
+        return [p.ChatCompletionChunk(id=meta.id, created=meta.created, model=meta.model, choices=choices)]
 
     @staticmethod
-    def chunk(meta: ResponseMeta, index: int, text: str, finish_reason: str | None) -> p.BaseModel:
+    def logprobs(texts: TokenTexts, entries: list[TokenLogprob]) -> p.ChatLogprobs:
+        return chat_logprobs(texts, entries)
+
+    @staticmethod
+    def chunk(
+        meta: ResponseMeta, index: int, text: str, finish_reason: str | None, logprobs: p.ChatLogprobs | None
+    ) -> p.BaseModel:
         choice = p.ChatChunkChoice(
-            index=index, delta={"content": text} if text else {}, finish_reason=finish_reason
+            index=index,
+            delta={"content": text} if text else {},
+            logprobs=logprobs,
+            finish_reason=finish_reason,
         )
         return p.ChatCompletionChunk(id=meta.id, created=meta.created, model=meta.model, choices=[choice])
 
@@ -156,10 +177,16 @@ class ChatFormat:
         )
 
     @staticmethod
-    def response(meta: ResponseMeta, prompts: list[list[int]], finals: list[RequestOutput]) -> p.BaseModel:
+    def response(
+        meta: ResponseMeta, prompts: list[list[int]], finals: list[RequestOutput], texts: TokenTexts | None
+    ) -> p.BaseModel:
+        """`texts`: with logprobs (None: without)."""
         choices = [
             p.ChatChoice(
-                index=i, message=p.AssistantMessage(content=out.text), finish_reason=out.finish_reason
+                index=i,
+                message=p.AssistantMessage(content=out.text),
+                logprobs=None if texts is None else chat_logprobs(texts, LogprobCursor(texts).take(out)),
+                finish_reason=out.finish_reason,
             )
             for i, out in enumerate(finals)
         ]
@@ -174,12 +201,22 @@ class CompletionFormat:
     prompt_param = "prompt"
 
     @staticmethod
-    def opening(meta: ResponseMeta) -> list[p.BaseModel]:
+    def opening(meta: ResponseMeta, num_choices: int) -> list[p.BaseModel]:
         return []
 
     @staticmethod
-    def chunk(meta: ResponseMeta, index: int, text: str, finish_reason: str | None) -> p.BaseModel:
-        choice = p.CompletionChoice(index=index, text=text, finish_reason=finish_reason)
+    def logprobs(texts: TokenTexts, entries: list[TokenLogprob]) -> p.CompletionLogprobs:
+        return completion_logprobs(texts, entries)
+
+    @staticmethod
+    def chunk(
+        meta: ResponseMeta,
+        index: int,
+        text: str,
+        finish_reason: str | None,
+        logprobs: p.CompletionLogprobs | None,
+    ) -> p.BaseModel:
+        choice = p.CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish_reason)
         return p.Completion(id=meta.id, created=meta.created, model=meta.model, choices=[choice])
 
     @staticmethod
@@ -187,9 +224,19 @@ class CompletionFormat:
         return p.Completion(id=meta.id, created=meta.created, model=meta.model, choices=[], usage=use)
 
     @staticmethod
-    def response(meta: ResponseMeta, prompts: list[list[int]], finals: list[RequestOutput]) -> p.BaseModel:
+    def response(
+        meta: ResponseMeta, prompts: list[list[int]], finals: list[RequestOutput], texts: TokenTexts | None
+    ) -> p.BaseModel:
+        """`texts`: with logprobs (None: without)."""
         choices = [
-            p.CompletionChoice(index=i, text=out.text, finish_reason=out.finish_reason)
+            p.CompletionChoice(
+                index=i,
+                text=out.text,
+                logprobs=None
+                if texts is None
+                else completion_logprobs(texts, LogprobCursor(texts).take(out)),
+                finish_reason=out.finish_reason,
+            )
             for i, out in enumerate(finals)
         ]
         return p.Completion(

@@ -1,6 +1,6 @@
 """Running the engine requests behind one HTTP request, as a JSON body or as server-sent events.
 
-One HTTP request = one engine request per prompt (chat: one; completions: one per prompt), each
+One HTTP request = one engine request per choice (`n` per prompt; chat has one prompt), each
 pumped by its own task into a shared queue. Tasks, not inline iteration, because cancelling them is
 synchronous: whatever ends the HTTP request (client gone, timeout, shutdown, a bug) aborts every
 unfinished engine request through `Generation.close()`, even inside a cancelled finally block.
@@ -25,6 +25,7 @@ from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
 from server.convert import usage
 from server.errors import APIError, from_value_error
+from server.logprobs import LogprobCursor, TokenTexts
 from server.metrics import Metrics
 from server.protocol import StreamOptions
 
@@ -53,6 +54,10 @@ class Generation:
             raise admission_error(task.result(), prompt_param)
         self._admitted.add(index)
         self.metrics.prompt_tokens.inc(len(prompt_ids))
+
+    @property
+    def num_requests(self) -> int:
+        return len(self._tasks)
 
     async def _pump(self, index, prompt_ids, params, request_id) -> Exception | None:
         num_tokens, reason = None, "abort"
@@ -154,12 +159,19 @@ async def _disconnected(request: Request) -> None:
 
 
 async def sse_stream(
-    fmt, meta, gen: Generation, prompts: list[list[int]], options: StreamOptions
+    fmt,
+    meta,
+    gen: Generation,
+    prompts: list[list[int]],
+    options: StreamOptions,
+    texts: TokenTexts | None,
 ) -> AsyncIterator[bytes]:
     """Chunks: the opening ones, then per finished block the text it made final (the last one of
     each choice with its finish_reason), the usage chunk if asked, then [DONE]. With
-    continuous_usage_stats every chunk carries the usage so far (all prompts, the tokens made final)."""
+    continuous_usage_stats every chunk carries the usage so far (all prompts, the tokens made final).
+    With `texts` (logprobs asked) a chunk carries the logprobs of the tokens whose text it adds."""
     exclude = None if options.include_usage or options.continuous_usage_stats else {"usage"}
+    cursors = {i: LogprobCursor(texts) for i in range(gen.num_requests)} if texts is not None else {}
     sent: dict[int, str] = {}
     latest: dict[int, RequestOutput] = {}
     finals: dict[int, RequestOutput] = {}
@@ -170,7 +182,7 @@ async def sse_stream(
         return _event(chunk.model_dump_json(exclude=exclude))
 
     try:
-        for chunk in fmt.opening(meta):
+        for chunk in fmt.opening(meta, gen.num_requests):
             yield event(chunk)
         async for index, out in gen.outputs():
             before = sent.get(index, "")
@@ -178,9 +190,11 @@ async def sse_stream(
             delta = out.text[len(before) :]
             sent[index] = out.text
             latest[index] = out
-            if delta or out.finished:
+            entries = cursors[index].take(out) if cursors else []
+            if delta or out.finished or entries:
                 finish = out.finish_reason if out.finished else None
-                yield event(fmt.chunk(meta, index, delta, finish))
+                logprobs = fmt.logprobs(texts, entries) if cursors else None
+                yield event(fmt.chunk(meta, index, delta, finish, logprobs))
             if out.finished:
                 finals[index] = out
         if options.include_usage:

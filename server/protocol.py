@@ -12,10 +12,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+
+from engine.sampling_params import MAX_LOGPROBS
 
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 MAX_STOP = 16  # stop strings per request
+MAX_N = 16  # choices per prompt (each is an engine request, counted against --max-prompts-per-request)
 
 # What the fields normalised by "before" validators accept, for the OpenAPI document.
 _TEXT_PART = {
@@ -118,7 +121,7 @@ class _GenerationRequest(BaseModel):
     top_p: float | None = None
     top_k: int | None = None  # vLLM's extension: -1 or unset for all tokens
     min_p: float | None = None  # vLLM's extension
-    n: int | None = None
+    n: int | None = Field(None, ge=1, le=MAX_N)  # choices per prompt; seeds seed, seed + 1, ...
     stream: bool | None = None  # null: false
     stream_options: StreamOptions | None = None
     stop: Annotated[list[str] | None, WithJsonSchema(STOP_SCHEMA)] = None  # a string: a list of one
@@ -154,10 +157,12 @@ class _GenerationRequest(BaseModel):
             raise ValueError(f"stop must be a non-empty string or a list of at most {MAX_STOP} of them")
         return value
 
+    @property
+    def num_choices(self) -> int:
+        return self.n or 1
+
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for the first option set to something this server cannot do."""
-        if self.n not in (None, 1):
-            return "n", "only n=1 is supported"
         for name in ("presence_penalty", "frequency_penalty"):
             if getattr(self, name) not in (None, 0.0):
                 return name, f"{name} is not supported (only 0)"
@@ -172,7 +177,7 @@ class ChatCompletionRequest(_GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     response_format: dict[str, Any] | None = None
     tools: Any = None
     tool_choice: Any = None
@@ -180,9 +185,19 @@ class ChatCompletionRequest(_GenerationRequest):
     function_call: Any = None
     parallel_tool_calls: bool | None = None
 
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_needs_logprobs(cls, value, info: ValidationInfo):
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs is only allowed when logprobs is true")
+        return value
+
+    @property
+    def num_logprobs(self) -> int | None:
+        """Alternatives per token (SamplingParams.logprobs), or None without logprobs."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
     def unsupported(self) -> tuple[str, str] | None:
-        if self.logprobs or self.top_logprobs is not None:
-            return ("logprobs" if self.logprobs else "top_logprobs"), "logprobs are not supported"
         for name in ("tools", "tool_choice", "functions", "function_call"):
             if getattr(self, name) is not None:
                 return name, "tool and function calling are not supported"
@@ -205,7 +220,7 @@ class CompletionRequest(_GenerationRequest):
     # Normalised to one entry per choice: strings, or lists of token ids.
     prompt: Annotated[list[str] | list[list[int]], WithJsonSchema(PROMPT_SCHEMA)]
     echo: bool | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)  # alternatives per token
     best_of: int | None = None
     suffix: str | None = None
 
@@ -233,13 +248,15 @@ class CompletionRequest(_GenerationRequest):
     def unsupported(self) -> tuple[str, str] | None:
         if self.echo:
             return "echo", "echo is not supported"
-        if self.logprobs is not None:
-            return "logprobs", "logprobs are not supported"
         if self.best_of not in (None, 1):
             return "best_of", "only best_of=1 is supported"
         if self.suffix is not None:
             return "suffix", "suffix is not supported"
         return super().unsupported()
+
+    @property
+    def num_logprobs(self) -> int | None:
+        return self.logprobs
 
     @property
     def max_tokens_param(self) -> str:
@@ -260,10 +277,25 @@ class AssistantMessage(BaseModel):
     refusal: None = None
 
 
+class ChatTopLogprob(BaseModel):
+    token: str  # the tokenizer's decode of the token alone
+    logprob: float
+    bytes: list[int] | None  # the token's UTF-8 bytes (a piece of a character: its raw bytes)
+
+
+class ChatTokenLogprob(ChatTopLogprob):
+    top_logprobs: list[ChatTopLogprob]  # the best `top_logprobs` tokens, most likely first
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None
+    refusal: None = None
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str
 
 
@@ -280,7 +312,7 @@ class ChatCompletion(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int
     delta: dict[str, str]  # {"role": "assistant", "content": ""} first, then {"content": ...}, {} last
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None  # of the tokens whose text this chunk adds
     finish_reason: str | None = None
 
 
@@ -294,10 +326,19 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None  # present (null until the usage chunk) only with include_usage
 
 
+class CompletionLogprobs(BaseModel):
+    """Parallel lists, one entry per token; text_offset: where the token starts in the choice's text."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]  # the best `logprobs` tokens and the chosen one
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
 
 
