@@ -3,9 +3,10 @@
 The engine reports, per generated token in canvas order, its log-probability under the forward that
 committed it and the best alternatives (RequestOutput.logprobs). Here each token gets its text (the
 tokenizer's decode of that id alone), its bytes, and the character offset where it starts in the
-choice's text; a choice returns the entries of the tokens that start inside its text, so a stop
-string that cuts the text cuts the entries too, and a stream chunk carries the tokens whose text it
-adds (a token whose text is held back waits for the chunk that releases it).
+choice's text. A finished output's token_ids are its answer (the engine cuts them before EOS/EoT and
+where a stop string cuts the text); before that, a stream chunk carries the tokens whose text ends
+inside the text it has released: a token whose text is held back (part of a character, a possible
+stop-string prefix) waits for the chunk that releases it.
 
 Offsets follow the text incrementally, as vLLM's detokenizer does: each token is decoded with a few
 tokens before it (the window keeps SentencePiece's leading-space rule and multi-byte characters
@@ -95,6 +96,7 @@ class LogprobCursor:
     def __init__(self, texts: TokenTexts):
         self.texts = texts
         self.offsets: list[int] = []  # start character of each token seen so far
+        self._ends: list[int] = []  # end character of each token up to _read (complete characters)
         self._length = 0  # characters the tokens so far decode to, complete characters only
         self._prefix = self._read = 0  # ids[_prefix:_read]: context decoded with the next token
         self._sent = 0  # entries handed out
@@ -102,10 +104,10 @@ class LogprobCursor:
     def take(self, out: RequestOutput) -> list[TokenLogprob]:
         ids = out.token_ids
         self._follow(ids)
-        if self.texts.tokenizer is None or (out.finished and len(out.text) >= self._decoded_length(ids)):
-            end = len(ids)  # the whole answer (no stop string cut it): trailing empty tokens too
+        if out.finished or self.texts.tokenizer is None:
+            end = len(ids)
         else:
-            end = bisect.bisect_left(self.offsets, len(out.text), hi=len(ids))
+            end = bisect.bisect_right(self._ends, len(out.text))
         entries = []
         for i in range(self._sent, max(self._sent, end)):
             logprob, top = out.logprobs[i]
@@ -127,13 +129,11 @@ class LogprobCursor:
             text = self.texts.decode(ids[self._prefix : i + 1])
             if len(text) > len(context) and not text.endswith(REPLACEMENT):
                 self._length += len(text) - len(context)
+                # Tokens that made no complete character of their own (a piece of one, a special
+                # token) end where the character they lead to ends.
+                self._ends += [self._length] * (i + 1 - self._read)
                 self._prefix, self._read = self._read, i + 1
                 context = self.texts.decode(ids[self._prefix : self._read])
-
-    def _decoded_length(self, ids: list[int]) -> int:
-        """Characters of all of `ids`, an incomplete character at the end included."""
-        pending = self.texts.decode(ids[self._prefix :])
-        return self._length + len(pending) - len(self.texts.decode(ids[self._prefix : self._read]))
 
 
 def chat_logprobs(texts: TokenTexts, entries: list[TokenLogprob]) -> p.ChatLogprobs:

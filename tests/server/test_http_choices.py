@@ -154,6 +154,9 @@ def test_logprobs_end_where_a_stop_string_cuts_the_text(client, model_name):
     cut = client.completions.create(**base, stop=[stop]).choices[0]
     tokens = cut.logprobs.tokens
     assert cut.text == full.text[: full.text.index(stop)]
-    # the tokens that make the cut text, none after it
-    assert "".join(tokens).startswith(cut.text) and len("".join(tokens[:-1])) < len(cut.text)
-    assert tokens == full.logprobs.tokens[: len(tokens)]
+    # The engine's token_ids end with the last token whose text fits before the stop string.
+    assert tokens == full.logprobs.tokens[: len(tokens)] and cut.text.startswith("".join(tokens))
+    assert len("".join(full.logprobs.tokens[: len(tokens) + 1])) > len(cut.text)
+    assert client.completions.create(**base, stop=[stop]).usage.completion_tokens == len(tokens)
+    stream = client.completions.create(**base, stop=[stop], stream=True)
+    assert [t for chunk in stream for c in chunk.choices if c.logprobs for t in c.logprobs.tokens] == tokens

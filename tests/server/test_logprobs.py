@@ -52,14 +52,16 @@ def test_bytes_of_a_split_character_are_its_raw_bytes(texts):
     assert texts.bytes(1) == list(texts.text(1).encode()) and texts.text(1) == "<|endoftext|>"
 
 
-def test_a_stop_string_cut_drops_the_tokens_after_it(texts):
+def test_a_token_waits_until_its_whole_text_is_released(texts):
     ids = texts.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
-    cut = TEXT.index(" ok")
-    entries = LogprobCursor(texts).take(output(texts, ids, text=TEXT[:cut]))
-    # The tokens that make the returned text, and no more.
-    assert all(e.offset < cut for e in entries) and len(entries) < len(ids)
-    kept = bytes(b for e in entries for b in texts.bytes(e.token_id)).decode()
-    assert kept.startswith(TEXT[:cut]) and len(texts.decode(ids[: len(entries) - 1]).rstrip("\ufffd")) < cut
+    starts = [e.offset for e in LogprobCursor(texts).take(output(texts, ids))]
+    i = next(k for k in range(len(ids) - 1) if starts[k + 1] - starts[k] >= 2)  # a multi-character token
+    cursor = LogprobCursor(texts)
+    # The engine holds back text that may start a stop string: here, from inside token i.
+    held = cursor.take(output(texts, ids, text=TEXT[: starts[i] + 1], finished=False))
+    assert [e.token_id for e in held] == ids[:i]
+    # A stop string there: the engine's token_ids end before token i, and nothing is left to send.
+    assert cursor.take(output(texts, ids[:i], text=TEXT[: starts[i] + 1])) == []
 
 
 def test_stream_pieces_add_up_to_the_whole(texts):
