@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-prompts-per-request",
         type=int,
         default=16,
-        help="prompts one completions request may hold (default 16; each is a running request)",
+        help="engine requests one request may make, prompts x n (default 16; each is a running request)",
     )
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_http_arguments(parser)

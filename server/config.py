@@ -14,7 +14,7 @@ class ServerConfig:
     request_timeout_s: float | None = 600.0  # arrival to last block; None: no limit
     drain_timeout_s: float = 30.0  # on shutdown, in-flight requests get this long to finish
     max_request_bytes: int = 4 * 2**20  # larger bodies are refused (413) before parsing
-    max_prompts_per_request: int = 16  # completions: one request holds at most this many prompts
+    max_prompts_per_request: int = 16  # engine requests one request may make: prompts x n
     # Without an API key, the Host names /v1/* accept besides IP addresses ("*": any); with a key,
     # any. Browser origins allowed to call the API (CORS; "*": any).
     allowed_hosts: tuple[str, ...] = ("localhost",)
