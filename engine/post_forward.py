@@ -60,7 +60,7 @@ class PostForward:
     def commits(self, requests: list, guided: torch.Tensor) -> dict[str, Commit]:
         """requests: those taking the step, in row order; guided [M, V] fp32 (modified in place)."""
         step = self._step(requests, guided.shape[0])
-        tokens, probs, confidence, keys = self._candidates(requests, guided, step)
+        tokens, _probs, confidence, keys = self._candidates(requests, guided, step)
         counts_t, mode, num_commit = step.ints[0], step.ints[2], step.ints[3]
         threshold, factor, reveal_p = step.floats[1], step.floats[2], step.floats[3]
         valid = torch.arange(step.width, device=self.device)[None, :] < counts_t[:, None]
@@ -79,7 +79,7 @@ class PostForward:
         )
         chosen = choose(policy_step, step.modes)
         committed = torch.where(chosen, step.pad(tokens, -1), -1).tolist()  # the step's one transfer
-        logprobs = self._logprobs(requests, guided, probs, step)
+        logprobs = self._logprobs(requests, guided, tokens, step)
         out = {}
         for b, (req, row, n) in enumerate(zip(requests, committed, step.counts, strict=True)):
             picks = [j for j in range(n) if row[j] >= 0]
@@ -135,17 +135,18 @@ class PostForward:
             )
         return (*sample_candidates(guided, rows, self.stop_ids, self.ops, narrowed), keys)
 
-    def _logprobs(self, requests: list, guided: torch.Tensor, probs: torch.Tensor, step: _Step):
+    def _logprobs(self, requests: list, guided: torch.Tensor, tokens: torch.Tensor, step: _Step):
         """Per request asking for them: per masked position j, (logprob of the candidate, [(token,
         logprob)] of the best `logprobs` tokens), all under the guided, un-tempered logits; else None."""
         asked = [q.params.logprobs for q in requests]
         if all(n is None for n in asked):
             return None
         top_n = max(n or 0 for n in asked)
-        chosen_lp = torch.log(probs.double()).tolist()
+        log_probs = torch.log_softmax(guided, dim=-1)  # fp32; one source for chosen and alternatives
+        chosen_lp = log_probs.gather(1, tokens[:, None]).squeeze(1).tolist()
         top_values = top_ids = None
         if top_n:
-            top = torch.topk(torch.log_softmax(guided.double(), dim=-1), top_n, dim=-1)
+            top = torch.topk(log_probs, top_n, dim=-1)
             top_values, top_ids = top.values.tolist(), top.indices.tolist()
         out, start = [], 0
         for n, m in zip(asked, step.counts, strict=True):
