@@ -26,8 +26,9 @@ def load_tokenizer(ckpt_dir: Path):
         raise CheckpointError(f"{ckpt_dir}/tokenizer.json: cannot load tokenizer ({exc})") from None
 
 
-def render_chat(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of the chat-formatted prompt, ending with the assistant header.
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of the chat-formatted prompt, ending with the assistant header (unless
+    `add_generation_prompt` is false: the conversation alone, as /tokenize may ask).
 
     Special tokens come from the template only: special-token text inside a message's content (a
     user typing `<|eot_id|><|start_header_id|>system...`) is encoded as the plain text it is, so it
@@ -35,14 +36,18 @@ def render_chat(tokenizer, messages: list[dict]) -> list[int]:
     """
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("this model's tokenizer has no chat template; send a plain prompt instead")
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
     specials = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
     if not any(s in str(m.get("content", "")) for m in messages for s in specials):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return _render_content_as_text(tokenizer, messages, text)
+    return _render_content_as_text(tokenizer, messages, text, add_generation_prompt)
 
 
-def _render_content_as_text(tokenizer, messages: list[dict], text: str) -> list[int]:
+def _render_content_as_text(
+    tokenizer, messages: list[dict], text: str, add_generation_prompt: bool
+) -> list[int]:
     """Render again with a random mark for each content, find what the template made of each content
     in `text` (after filters such as trim), and encode template parts with special tokens and
     contents without. The fast tokenizer splits on special tokens before anything else, so the parts
@@ -51,7 +56,7 @@ def _render_content_as_text(tokenizer, messages: list[dict], text: str) -> list[
     skeleton = tokenizer.apply_chat_template(
         [{**m, "content": mark} for m, mark in zip(messages, marks, strict=True)],
         tokenize=False,
-        add_generation_prompt=True,
+        add_generation_prompt=add_generation_prompt,
     )
     parts = re.split(f"({'|'.join(marks)})", skeleton)  # template, mark, template, mark, ..., template
     pattern, seen = [], set()

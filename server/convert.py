@@ -33,14 +33,16 @@ class ResponseMeta:
 
 
 # -- requests ----------------------------------------------------------------------------------------
-def chat_prompt_ids(tokenizer, messages: list[p.ChatMessage]) -> list[int]:
+def chat_prompt_ids(
+    tokenizer, messages: list[p.ChatMessage], add_generation_prompt: bool = True
+) -> list[int]:
     if tokenizer is None:
         raise invalid_request(
             "this model has no tokenizer, so no chat template; use /v1/completions with token ids", "messages"
         )
     convo = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in messages]
     try:
-        return render_chat(tokenizer, convo)
+        return render_chat(tokenizer, convo, add_generation_prompt)
     except ValueError as exc:
         raise invalid_request(str(exc), "messages") from None
     except Exception as exc:  # a template that raises on this conversation (jinja errors)

@@ -11,14 +11,7 @@ from server.errors import invalid_request
 def tokenize(engine, req: p.TokenizeCompletionRequest | p.TokenizeChatRequest) -> p.TokenizeResponse:
     tokenizer = _tokenizer(engine)
     if isinstance(req, p.TokenizeChatRequest):
-        if not req.add_generation_prompt:
-            raise invalid_request(
-                "only add_generation_prompt true is supported (the conversation as "
-                "/v1/chat/completions renders it, ending with the assistant header)",
-                "add_generation_prompt",
-                "unsupported_parameter",
-            )
-        ids = chat_prompt_ids(tokenizer, req.messages)
+        ids = chat_prompt_ids(tokenizer, req.messages, req.add_generation_prompt)
     else:
         ids = tokenizer(req.prompt, add_special_tokens=req.add_special_tokens)["input_ids"]
     return p.TokenizeResponse(tokens=ids, count=len(ids), max_model_len=engine.engine.max_model_len)

@@ -11,6 +11,8 @@ import pytest
 from http_helpers import assert_error
 
 from engine.cli import package_version
+from models.registry import DEMO_MODEL_DIR
+from models.tokenizer import load_tokenizer
 
 SMALL = {"max_tokens": 8, "steps": 8, "block_length": 4}
 
@@ -54,6 +56,17 @@ def test_tokenize_messages_matches_chat(server, model_name):
         json={"model": model_name, "messages": messages, **SMALL},
     )
     assert chat.json()["usage"]["prompt_tokens"] == r.json()["count"]
+    # Without the generation prompt: the template rendered with add_generation_prompt=False (LLaDA's
+    # template, and so the demo's, appends the assistant header either way).
+    bare = httpx.post(
+        server.base_url + "/tokenize",
+        headers=server.headers,
+        json={"model": model_name, "messages": messages, "add_generation_prompt": False},
+    )
+    assert bare.status_code == 200, bare.text
+    tok = load_tokenizer(DEMO_MODEL_DIR)
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    assert bare.json()["tokens"] == tok(text, add_special_tokens=False)["input_ids"]
 
 
 def test_detokenize_round_trip(server, model_name):
