@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}")
     parser.add_argument("--seed", type=int, default=1234, help="seed of the held-out prompt draw")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", default=None, help="also write the table (.md) and figures (.json) here")
 
 
@@ -63,7 +64,10 @@ def mode_params(mode: str, defaults: dict) -> SamplingParams:
     return SamplingParams(temperature=0.0, seed=0, **overrides)
 
 
-def evaluate(llm, tasks: list[str], modes: list[str], num_prompts: int, seed: int) -> list[dict]:
+def evaluate(
+    llm, tasks: list[str], modes: list[str], num_prompts: int, seed: int, progress: bool = False
+) -> list[dict]:
+    """One batch per mode; `progress`: a progress bar over each mode's denoising steps."""
     examples = [ex for task in tasks for ex in heldout_examples(task, num_prompts, seed)]
     steps = []  # StepStats of the current mode's run
     llm.engine.step_listeners.append(steps.append)
@@ -73,7 +77,7 @@ def evaluate(llm, tasks: list[str], modes: list[str], num_prompts: int, seed: in
             params = mode_params(mode, llm.engine.default_params)
             steps.clear()
             start = time.perf_counter()
-            outs = llm.chat([ex.messages() for ex in examples], params)
+            outs = llm.chat([ex.messages() for ex in examples], params, use_tqdm=progress)
             seconds = time.perf_counter() - start
             rows.append(result_row(mode, seconds, outs, sum(s.num_tokens for s in steps)))
             for task in tasks:
@@ -132,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         mode_params(m, {})  # fail on a misspelled mode before loading anything
     apply_threads(args)
     llm = LLM(args.model, **engine_kwargs(args))
-    rows = evaluate(llm, tasks, modes, args.num_prompts, args.seed)
+    rows = evaluate(llm, tasks, modes, args.num_prompts, args.seed, progress=not args.quiet)
     table = format_table(rows, tasks)
     print(
         f"{args.num_prompts} held-out prompts per task, temperature 0, model "
