@@ -9,7 +9,7 @@ of 32, one token per step, dual cache):
 - batch 1: at least 120 generated tokens/s;
 - batch 32: at least 700 generated tokens/s.
 
-Usage: `python benchmarks/engine_goals.py [FOLDER]` (default $BENCH_OUT, else benchmarks/results).
+Usage: `python benchmarks/engine_goals.py [FOLDER]` (default $BENCH_OUT, else benchmarks/scratch).
 Reads FOLDER/offline_gpu_*_llada8b*.json, prints PASS, FAIL or MISSING (no row of the goal's
 settings) per goal, then every row, file by file, with speedups taken over all files; writes
 FOLDER/engine_goals.md. A report, not a test: the exit status is 0 either way.
@@ -106,7 +106,7 @@ def to_markdown(runs: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    folder = Path(argv[0] if argv else os.environ.get("BENCH_OUT") or "benchmarks/results")
+    folder = Path(argv[0] if argv else os.environ.get("BENCH_OUT") or "benchmarks/scratch")
     text = to_markdown(read_runs(folder))
     (folder / "engine_goals.md").write_text(text)
     print(text)

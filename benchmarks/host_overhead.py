@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -88,7 +89,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,8,32,64")
     ap.add_argument("--mixes", default=",".join(MIXES))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(HERE / "benchmarks" / "results"))
+    ap.add_argument(
+        "--out",
+        default=os.environ.get("BENCH_OUT") or str(HERE / "benchmarks" / "scratch"),
+        help="results folder (default $BENCH_OUT, else benchmarks/scratch; benchmarks/results holds the "
+        "committed figures: pass it to update them)",
+    )
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(Path(args.root).resolve()))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -214,7 +215,12 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--tokens-per-step", type=int, default=1, help="steps = max_tokens / this")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tag", default="", help="appended to the result file names")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument(
+        "--out",
+        default=os.environ.get("BENCH_OUT") or str(ROOT / "benchmarks" / "scratch"),
+        help="results folder (default $BENCH_OUT, else benchmarks/scratch; benchmarks/results holds the "
+        "committed figures: pass it to update them)",
+    )
     args = ap.parse_args(argv)
     args.caches = [c for c in args.cache.split(",") if c]
     bad = [c for c in args.caches if c not in CACHE_MODES]

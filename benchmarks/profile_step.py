@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -76,7 +77,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--d-model", type=int, default=256, help="random model: width")
     ap.add_argument("--vocab-size", type=int, default=32000, help="random model: embedding/LM-head rows")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument(
+        "--out",
+        default=os.environ.get("BENCH_OUT") or str(ROOT / "benchmarks" / "scratch"),
+        help="results folder (default $BENCH_OUT, else benchmarks/scratch; benchmarks/results holds the "
+        "committed figures: pass it to update them)",
+    )
     args = ap.parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(args.threads)

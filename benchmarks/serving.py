@@ -12,7 +12,7 @@ Every request streams (stream_options.include_usage): time to first block = firs
 request as soon as the last one finished; the offline figure runs the same requests through
 `LLM.generate` with max_num_seqs = C, so the gap is what the HTTP layer costs.
 
-Prints a table and writes benchmarks/results/serving_<device>_<model>.{md,json}.
+Prints a table and writes OUT/serving_<device>_<model>.{md,json} (--out; default benchmarks/scratch).
 """
 
 from __future__ import annotations
@@ -223,7 +223,12 @@ def main(argv=None) -> int:
     ap.add_argument("--block-length", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-offline", action="store_true", help="skip the offline engine comparison")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument(
+        "--out",
+        default=os.environ.get("BENCH_OUT") or str(ROOT / "benchmarks" / "scratch"),
+        help="results folder (default $BENCH_OUT, else benchmarks/scratch; benchmarks/results holds the "
+        "committed figures: pass it to update them)",
+    )
     args = ap.parse_args(argv)
 
     levels = [int(c) for c in args.concurrency.split(",")]

@@ -2,8 +2,8 @@
 
 Roofs (DESIGN.md section 4, measured on the lent H200): copy bandwidth 4.28 TB/s, bf16 dense matmul
 800 TFLOP/s. Each run also measures this device's copy bandwidth, and reports fractions of both.
-Results go to $BENCH_OUT (else $OUT, else benchmarks/results) as <name>.csv and <name>.md, each
-naming the device.
+Results go to $BENCH_OUT (else $OUT, else benchmarks/scratch; gpu_check.sh points it at the results
+folder) as <name>.csv and <name>.md, each naming the device.
 
 Smoke mode (`BENCH_SMOKE=1 TRITON_INTERPRET=1`, what CI runs): tiny shapes on the CPU, the Triton
 kernels interpreted, a pretend 8-SM device so the split launches run, wall-clock timing, no memory
@@ -34,7 +34,7 @@ def pick(full, smoke):
 
 
 def out_dir() -> Path:
-    path = Path(os.environ.get("BENCH_OUT") or os.environ.get("OUT") or "benchmarks/results")
+    path = Path(os.environ.get("BENCH_OUT") or os.environ.get("OUT") or "benchmarks/scratch")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -9,7 +9,7 @@ Goals (bf16, LLaDA-8B shapes):
   (the smaller ones are listed: they are launch-bound).
 - sampling head: at least 5x faster than LLaDA's float64 path and at least 20x less peak extra memory.
 
-Usage: `python benchmarks/kernels/goals.py [FOLDER]` (default $BENCH_OUT, else benchmarks/results);
+Usage: `python benchmarks/kernels/goals.py [FOLDER]` (default $BENCH_OUT, else benchmarks/scratch);
 prints the table and writes FOLDER/goals.md. A report, not a test: the exit status is 0 either way.
 """
 
@@ -146,7 +146,7 @@ def to_markdown(verdicts: list[Verdict], device: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    folder = Path(argv[0] if argv else os.environ.get("BENCH_OUT") or "benchmarks/results")
+    folder = Path(argv[0] if argv else os.environ.get("BENCH_OUT") or "benchmarks/scratch")
     text = to_markdown(judge(folder), device_of(folder))
     (folder / "goals.md").write_text(text)
     print(text)
