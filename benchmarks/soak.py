@@ -28,7 +28,7 @@ those: must be 0.
 After the load, the server must go idle: /metrics running and waiting 0 and K/V pages in use 0.
 Exit status 1 if a request is lost, any unexpected 5xx, a client-side timeout or connection error,
 the RSS after the run exceeds the RSS after warm-up by more than --max-rss-growth (10%), or K/V
-pages are still in use. Prints a table and writes benchmarks/results/soak_cpu.{md,json}.
+pages are still in use. Prints a table and writes OUT/soak_cpu.{md,json} (--out, default benchmarks/scratch).
 """
 
 from __future__ import annotations
@@ -515,7 +515,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rss-interval", type=float, default=5.0, help="seconds between RSS samples")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=str(ROOT / "models" / "demo"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument(
+        "--out",
+        default=os.environ.get("BENCH_OUT") or str(ROOT / "benchmarks" / "scratch"),
+        help="results folder (default $BENCH_OUT, else benchmarks/scratch; the committed figures are in "
+        "benchmarks/results)",
+    )
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
