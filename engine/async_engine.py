@@ -212,19 +212,21 @@ class AsyncEngine:
                 outputs = self.engine.step()
             except Exception as exc:  # fail the batch; keep serving if the engine itself still steps
                 log.exception("engine step failed; aborting the requests in it")
-                self._fail_all(RuntimeError(f"engine step failed: {exc}"))
+                # Only the batch that stepped fails; queued requests had no part in it.
+                self._fail_all(RuntimeError(f"engine step failed: {exc}"), running_only=True)
                 try:
                     self.engine.warm_up()
                 except ValueError as probe:
                     self.failure = f"a step failed ({exc}), and so does the warm-up request: {probe}"
                     raise
+                self._count()
                 continue
             self._count()  # after schedule(): admitted requests no longer count as waiting
             for out in outputs:
                 self._deliver(out.request_id, out)
 
-    def _fail_all(self, exc: BaseException) -> None:
+    def _fail_all(self, exc: BaseException, running_only: bool = False) -> None:
         sched = self.engine.scheduler
-        for req in list(sched.running) + list(sched.waiting):
+        for req in list(sched.running) + ([] if running_only else list(sched.waiting)):
             self.engine.abort(req.request_id)
             self._deliver(req.request_id, exc)

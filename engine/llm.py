@@ -91,20 +91,27 @@ class LLM:
         for ids, p in zip(encoded, params, strict=True):
             self.engine.validate(ids, p)
         order = {}
-        for i, (ids, p) in enumerate(zip(encoded, params, strict=True)):
-            rid = str(next(self._ids))
-            order[rid] = i
-            self.engine.add_request(rid, ids, p, prompt=prompts[i] if prompts else None)
         results: list[RequestOutput | None] = [None] * len(encoded)
-        bar = _progress(use_tqdm, self.engine)
-        while self.engine.has_unfinished():
-            for out in self.engine.step():
-                if out.finished:
-                    results[order[out.request_id]] = out
+        bar = None
+        try:
+            for i, (ids, p) in enumerate(zip(encoded, params, strict=True)):
+                rid = str(next(self._ids))
+                order[rid] = i
+                self.engine.add_request(rid, ids, p, prompt=prompts[i] if prompts else None)
+            bar = _progress(use_tqdm, self.engine)
+            while self.engine.has_unfinished():
+                for out in self.engine.step():
+                    if out.finished:
+                        results[order[out.request_id]] = out
+                if bar is not None:
+                    bar.update(1)
+        except BaseException:  # an error or Ctrl-C: this call's requests leave, with their K/V pages
+            for rid in order:
+                self.engine.abort(rid)
+            raise
+        finally:
             if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+                bar.close()
         return results
 
 

@@ -67,8 +67,11 @@ class PostForward:
         reveal = valid
         if "continuous" in step.modes:
             reveal = step.pad(row_uniform(keys, STREAM_REVEAL), 2.0) < reveal_p[:, None]
+        # A valid position at -inf (an EOS/EoT candidate under confidence_eos_eot_inf) must still rank
+        # above padding, or top-k could pick padding and commit fewer tokens than the schedule says.
+        lowest = torch.finfo(confidence.dtype).min
         policy_step = PolicyStep(
-            confidence=step.pad(confidence, float("-inf")),
+            confidence=step.pad(confidence.nan_to_num(neginf=lowest), float("-inf")),
             valid=valid,
             mode=mode,
             num_commit=num_commit,
@@ -132,6 +135,7 @@ class PostForward:
                 top_k[r] if used("top_k") else None,
                 top_p[r] if used("top_p") else None,
                 min_p[r] if used("min_p") else None,
+                max_k=max((q.params.top_k or 0) for q in requests),
             )
         return (*sample_candidates(guided, rows, self.stop_ids, self.ops, narrowed), keys)
 
@@ -175,7 +179,7 @@ class PostForward:
                     n,
                     mix64_int(mix64_int(req.seed) + req.num_steps),
                     MODES.index(mode),
-                    min(req.num_to_commit(), n),
+                    n if req.step_in_block >= req.block_steps - 1 else min(req.num_to_commit(), n),
                     p.logits_eos_inf,
                     p.confidence_eos_eot_inf,
                     p.remasking == "random",

@@ -45,6 +45,7 @@ def filter_logits(
     top_k: torch.Tensor | None,
     top_p: torch.Tensor | None,
     min_p: torch.Tensor | None,
+    max_k: int | None = None,
 ) -> torch.Tensor:
     """A copy of rows [R, V] with the tokens outside top_k, then min_p and top_p of softmax(logits / T)
     set to -inf. Per row (None: off for all): top_k [R] int64 (0: off), top_p [R] (1: off), min_p [R]
@@ -52,9 +53,13 @@ def filter_logits(
     out = logits.clone()
     vocab = logits.shape[1]
     if top_k is not None:
-        k = torch.where(top_k > 0, top_k.clamp(max=vocab), vocab)
-        kth = torch.topk(logits, int(k.max()), dim=1).values.gather(1, (k - 1)[:, None])
-        out.masked_fill_(logits < kth, float("-inf"))
+        # max_k: the largest top_k asked for (the engine knows it on the host: no sync); rows with
+        # top_k off keep all.
+        width = min(int(top_k.max()) if max_k is None else max_k, vocab)
+        if width > 0:
+            kth = torch.topk(logits, width, dim=1).values.gather(1, (top_k.clamp(1, width) - 1)[:, None])
+            kth = torch.where(top_k[:, None] > 0, kth, float("-inf"))
+            out.masked_fill_(logits < kth, float("-inf"))
     if top_p is None and min_p is None:
         return out
     t = torch.where(temperature > 0, temperature, 1.0)[:, None]
@@ -65,7 +70,9 @@ def filter_logits(
     if top_p is not None:
         sorted_probs, order = torch.sort(probs, dim=1, descending=True)
         before = sorted_probs.cumsum(dim=1) - sorted_probs  # mass of the better tokens
-        drop = torch.zeros_like(out, dtype=torch.bool).scatter(1, order, before >= top_p[:, None])
+        # Rows with top_p 1 keep everything: fp32 rounding can bring `before` to 1.0 in a long tail.
+        cut = (before >= top_p[:, None]) & (top_p < 1.0)[:, None]
+        drop = torch.zeros_like(out, dtype=torch.bool).scatter(1, order, cut)
         out.masked_fill_(drop, float("-inf"))
     return out
 

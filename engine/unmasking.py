@@ -105,5 +105,6 @@ def may_commit_nothing(request) -> bool:
         return request.step_in_block + 1 < request.block_steps
     if mode != "schedule":
         return False
-    nxt = request.step_in_block + 1
-    return nxt < request.block_steps and request.commits_at(nxt) == 0
+    # The canvas stays as it is only if this step commits nothing (counts never grow within a block).
+    step = request.step_in_block
+    return step + 1 < request.block_steps and request.commits_at(step) == 0

@@ -107,3 +107,47 @@ def test_logits_eos_inf_never_commits_eos():
     outs = demo.chat([conv, conv], [ban, free])
     assert eos in outs[1].token_ids
     assert eos not in outs[0].token_ids and len(outs[0].token_ids) == 24
+
+
+def test_eos_banned_confidences_never_stall_a_block():
+    """confidence_eos_eot_inf puts EOS/EoT candidates at -inf; padded beside a wider request they
+    must still rank above padding, so every scheduled token commits and the request finishes."""
+    demo = LLM(device="cpu", dtype="float32", kernels="torch")
+    conv = [{"role": "user", "content": "reverse abcde"}]
+    a = SamplingParams(max_tokens=16, steps=2, block_length=16, confidence_eos_eot_inf=True, ignore_eos=True)
+    b = SamplingParams(max_tokens=64, steps=64, ignore_eos=True)
+    outs = demo.chat([conv, conv], [a, b])
+    assert len(outs[0].token_ids) == 16 and outs[0].num_steps == 2
+    assert outs[0].finish_reason == "length" and len(outs[1].token_ids) == 64
+
+
+def test_top_p_one_is_a_no_op_beside_a_top_p_row():
+    """fp32 cumulative sums reach 1.0 in a long peaked tail; a row with top_p 1 must keep it all."""
+    logits = torch.randn(2, 126464, generator=torch.Generator().manual_seed(0)) * 3
+    out = filter_logits(logits, torch.ones(2), None, torch.tensor([0.5, 1.0]), None)
+    assert torch.isfinite(out[1]).all() and not torch.isfinite(out[0]).all()
+
+
+def test_top_k_rows_without_top_k_keep_everything():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
+    out = filter_logits(logits, torch.ones(3), torch.tensor([3, 0, 1]), None, None, max_k=3)
+    assert [int(torch.isfinite(r).sum()) for r in out] == [3, 50, 1]
+
+
+def test_a_failed_generate_leaves_no_request_and_no_page_behind(tiny_ckpt, monkeypatch):
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", kernels="torch", cache="prefix", kv_cache_memory=0.01)
+    real = llm.engine.runner.execute
+    calls = []
+
+    def flaky(sched):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+        return real(sched)
+
+    monkeypatch.setattr(llm.engine.runner, "execute", flaky)
+    params = SamplingParams(max_tokens=8, block_length=4, ignore_eos=True)
+    with pytest.raises(RuntimeError, match="device lost"):
+        llm.generate(prompt_token_ids=PROMPTS, sampling_params=params)
+    assert not llm.engine.has_unfinished() and llm.engine.kv_cache.allocator.num_used == 0
+    assert len(llm.generate(prompt_token_ids=PROMPTS, sampling_params=params)) == 2
