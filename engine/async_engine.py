@@ -212,8 +212,8 @@ class AsyncEngine:
                 outputs = self.engine.step()
             except Exception as exc:  # fail the batch; keep serving if the engine itself still steps
                 log.exception("engine step failed; aborting the requests in it")
-                # Only the batch that stepped fails; queued requests had no part in it.
-                self._fail_all(RuntimeError(f"engine step failed: {exc}"), running_only=True)
+                # Queued requests fail too: the warm-up below steps whatever is left in the engine.
+                self._fail_all(RuntimeError(f"engine step failed: {exc}"))
                 try:
                     self.engine.warm_up()
                 except ValueError as probe:
@@ -225,8 +225,8 @@ class AsyncEngine:
             for out in outputs:
                 self._deliver(out.request_id, out)
 
-    def _fail_all(self, exc: BaseException, running_only: bool = False) -> None:
+    def _fail_all(self, exc: BaseException) -> None:
         sched = self.engine.scheduler
-        for req in list(sched.running) + ([] if running_only else list(sched.waiting)):
+        for req in list(sched.running) + list(sched.waiting):
             self.engine.abort(req.request_id)
             self._deliver(req.request_id, exc)
