@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
+
+from bench_out import add_out_argument  # noqa: E402  (this folder: the script is run by path)
 
 MIXES = ("greedy", "mixed")
 
@@ -89,12 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,8,32,64")
     ap.add_argument("--mixes", default=",".join(MIXES))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument(
-        "--out",
-        default=os.environ.get("BENCH_OUT") or str(HERE / "benchmarks" / "scratch"),
-        help="results folder (default $BENCH_OUT, else benchmarks/scratch; benchmarks/results holds the "
-        "committed figures: pass it to update them)",
-    )
+    add_out_argument(ap)
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(Path(args.root).resolve()))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -36,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from bench_out import add_out_argument  # noqa: E402
 from engine_goals import add_speedups, format_rows  # noqa: E402
 
 from engine import LLM, SamplingParams  # noqa: E402
@@ -215,12 +215,7 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--tokens-per-step", type=int, default=1, help="steps = max_tokens / this")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tag", default="", help="appended to the result file names")
-    ap.add_argument(
-        "--out",
-        default=os.environ.get("BENCH_OUT") or str(ROOT / "benchmarks" / "scratch"),
-        help="results folder (default $BENCH_OUT, else benchmarks/scratch; benchmarks/results holds the "
-        "committed figures: pass it to update them)",
-    )
+    add_out_argument(ap)
     args = ap.parse_args(argv)
     args.caches = [c for c in args.cache.split(",") if c]
     bad = [c for c in args.caches if c not in CACHE_MODES]

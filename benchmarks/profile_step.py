@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from bench_out import add_out_argument  # noqa: E402
 from offline import device_name, random_checkpoint, random_llada_8b  # noqa: E402
 
 from engine import LLM, SamplingParams  # noqa: E402
@@ -77,12 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--d-model", type=int, default=256, help="random model: width")
     ap.add_argument("--vocab-size", type=int, default=32000, help="random model: embedding/LM-head rows")
-    ap.add_argument(
-        "--out",
-        default=os.environ.get("BENCH_OUT") or str(ROOT / "benchmarks" / "scratch"),
-        help="results folder (default $BENCH_OUT, else benchmarks/scratch; benchmarks/results holds the "
-        "committed figures: pass it to update them)",
-    )
+    add_out_argument(ap)
     args = ap.parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(args.threads)

@@ -37,6 +37,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_out import add_out_argument  # noqa: E402
+
 
 def make_mix(
     seed: int,
@@ -223,12 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--block-length", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-offline", action="store_true", help="skip the offline engine comparison")
-    ap.add_argument(
-        "--out",
-        default=os.environ.get("BENCH_OUT") or str(ROOT / "benchmarks" / "scratch"),
-        help="results folder (default $BENCH_OUT, else benchmarks/scratch; benchmarks/results holds the "
-        "committed figures: pass it to update them)",
-    )
+    add_out_argument(ap)
     args = ap.parse_args(argv)
 
     levels = [int(c) for c in args.concurrency.split(",")]

@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_out import add_out_argument  # noqa: E402
 from serving import pct  # noqa: E402
 
 from models.demo_tasks import TASKS, answer_for, make_prompt  # noqa: E402
@@ -515,12 +516,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rss-interval", type=float, default=5.0, help="seconds between RSS samples")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=str(ROOT / "models" / "demo"))
-    ap.add_argument(
-        "--out",
-        default=os.environ.get("BENCH_OUT") or str(ROOT / "benchmarks" / "scratch"),
-        help="results folder (default $BENCH_OUT, else benchmarks/scratch; the committed figures are in "
-        "benchmarks/results)",
-    )
+    add_out_argument(ap)
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
