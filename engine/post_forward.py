@@ -38,6 +38,8 @@ class _Step:
     counts: list[int]  # masked positions per request
     width: int  # W
     modes: set[str]  # unmasking policies used this step
+    used: set[str]  # settings some request uses (PostForward._settings), read once per step
+    max_top_k: int  # the largest top_k asked for (0: none)
     max_commit: int
     req_of_row: torch.Tensor  # [M] int64
     pad_index: torch.Tensor  # [M] int64: row -> b * W + j
@@ -60,7 +62,7 @@ class PostForward:
     def commits(self, requests: list, guided: torch.Tensor) -> dict[str, Commit]:
         """requests: those taking the step, in row order; guided [M, V] fp32 (modified in place)."""
         step = self._step(requests, guided.shape[0])
-        tokens, _probs, confidence, keys = self._candidates(requests, guided, step)
+        tokens, confidence, keys = self._candidates(requests, guided, step)
         counts_t, mode, num_commit = step.ints[0], step.ints[2], step.ints[3]
         threshold, factor, reveal_p = step.floats[1], step.floats[2], step.floats[3]
         valid = torch.arange(step.width, device=self.device)[None, :] < counts_t[:, None]
@@ -92,8 +94,9 @@ class PostForward:
 
     def _step(self, requests: list, num_rows: int) -> _Step:
         counts = [len(r.masked) for r in requests]
-        ints, floats, modes = self._settings(requests, counts)
-        max_commit = int(ints[3].max())  # a host tensor still: no sync
+        ints, floats, modes, used = self._settings(requests, counts)
+        max_commit = int(ints[3].max())  # host tensors still: no sync
+        max_top_k = int(ints[7].max())
         ints, floats = to_device(ints, self.device), to_device(floats, self.device)
         counts_t = ints[0]
         req_of_row = torch.repeat_interleave(
@@ -102,40 +105,38 @@ class PostForward:
         starts = torch.cumsum(counts_t, 0) - counts_t
         within = torch.arange(num_rows, device=self.device) - starts[req_of_row]
         width = max(counts)
-        return _Step(counts, width, modes, max_commit, req_of_row, req_of_row * width + within, ints, floats)
+        pad_index = req_of_row * width + within
+        return _Step(counts, width, modes, used, max_top_k, max_commit, req_of_row, pad_index, ints, floats)
 
     def _candidates(self, requests: list, guided: torch.Tensor, step: _Step):
-        """(tokens, probs, confidence, random keys) [M] of every row."""
-        r = step.req_of_row
+        """(tokens, confidence, random keys) [M] of every row."""
+        r, used = step.req_of_row, step.used
         base_key, eos_ban, stop_ban, random_conf, top_k = (step.ints[i] for i in (1, 4, 5, 6, 7))
         temperature, top_p, min_p = (step.floats[i] for i in (0, 4, 5))
-        if any(q.params.temperature > 0 or q.params.remasking == "random" for q in requests) or (
-            "continuous" in step.modes
-        ):
+        if used & {"sampled", "random"} or "continuous" in step.modes:
             positions = torch.tensor([p for q in requests for p in q.masked], dtype=torch.int64)
             keys = row_keys(base_key[r], to_device(positions, self.device))
         else:  # nothing random this step: the keys would go unused
             keys = torch.zeros(len(r), dtype=torch.int64, device=self.device)
-        if any(q.params.logits_eos_inf for q in requests):
+        if "logits_eos_inf" in used:
             guided[:, self.eos_token_id].masked_fill_(eos_ban[r].bool(), float("-inf"))
         rows = RowParams(
             keys=keys,
             temperature=temperature.float()[r],
             random_confidence=random_conf[r].bool(),
             ban_stop_confidence=stop_ban[r].bool(),
-            any_random=any(q.params.remasking == "random" for q in requests),
+            any_random="random" in used,
         )
         narrowed = None
-        if any(q.params.filters_tokens for q in requests):
+        if "filters" in used:
             # Rows of other requests pass unchanged (k = all, p = 1, min_p = 0).
-            used = lambda name: any(getattr(q.params, name) is not None for q in requests)  # noqa: E731
             narrowed = filter_logits(
                 guided,
                 rows.temperature,
-                top_k[r] if used("top_k") else None,
-                top_p[r] if used("top_p") else None,
-                min_p[r] if used("min_p") else None,
-                max_k=max((q.params.top_k or 0) for q in requests),
+                top_k[r] if "top_k" in used else None,
+                top_p[r] if "top_p" in used else None,
+                min_p[r] if "min_p" in used else None,
+                max_k=step.max_top_k,
             )
         return (*sample_candidates(guided, rows, self.stop_ids, self.ops, narrowed), keys)
 
@@ -164,16 +165,28 @@ class PostForward:
         return out
 
     @staticmethod
-    def _settings(requests: list, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor, set[str]]:
-        """Per-request settings as host tensors and the modes used. ints [8, B]: masked count, random
-        key of (seed, step), mode id, schedule commits now, logits_eos_inf, confidence_eos_eot_inf,
-        random remasking, top_k (0: off); floats [6, B]: temperature, threshold, factor, reveal
-        probability, top_p (1: off), min_p (0: off)."""
-        ints, floats, modes = [], [], set()
+    def _settings(requests: list, counts: list[int]):
+        """Per-request settings as host tensors, the modes used and the settings used (one pass over
+        the requests). ints [8, B]: masked count, random key of (seed, step), mode id, schedule
+        commits now, logits_eos_inf, confidence_eos_eot_inf, random remasking, top_k (0: off); floats
+        [6, B]: temperature, threshold, factor, reveal probability, top_p (1: off), min_p (0: off).
+        used: "sampled" (temperature > 0), "random", "logits_eos_inf", "filters" (top_k/top_p/min_p
+        narrow a sampled row), and "top_k", "top_p", "min_p" (set on some request)."""
+        ints, floats, modes, used = [], [], set(), set()
         for req, n in zip(requests, counts, strict=True):
             p = req.params
             mode = p.mode
             modes.add(mode)
+            flags = (
+                ("sampled", p.temperature > 0),
+                ("random", p.remasking == "random"),
+                ("logits_eos_inf", p.logits_eos_inf),
+                ("filters", p.filters_tokens),
+                ("top_k", p.top_k is not None),
+                ("top_p", p.top_p is not None),
+                ("min_p", p.min_p is not None),
+            )
+            used.update(name for name, on in flags if on)
             ints.append(
                 (
                     n,
@@ -199,4 +212,4 @@ class PostForward:
             )
         ints_t = torch.tensor(ints, dtype=torch.int64).T
         floats_t = torch.tensor(floats, dtype=torch.float64).T
-        return ints_t, floats_t, modes
+        return ints_t, floats_t, modes, used

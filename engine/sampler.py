@@ -83,20 +83,20 @@ def sample_candidates(
     stop_ids: torch.Tensor,
     ops,
     sample_logits: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """logits [M, V] fp32 (guided, banned columns at -inf) -> (tokens [M] int64, probs [M] fp32: each
-    candidate's probability under `logits`, confidence [M] fp32). `sample_logits`: the rows to draw
-    from instead, when top_k / top_p / min_p narrowed them (probabilities stay the model's)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [M, V] fp32 (guided, banned columns at -inf) -> (tokens [M] int64, confidence [M] fp32:
+    the candidate's probability under `logits`, or a uniform draw for `random` remasking).
+    `sample_logits`: the rows to draw from instead, when top_k / top_p / min_p narrowed them (the
+    confidence stays the model's probability)."""
     if sample_logits is None:
         tokens, probs = ops.sample_head(logits, rows.temperature, rows.keys)
     else:
         tokens, _ = ops.sample_head(sample_logits, rows.temperature, rows.keys)
         probs = torch.softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)
-    probs = probs.float()
-    confidence = probs
+    confidence = probs.float()
     if rows.any_random:
         u = row_uniform(rows.keys, STREAM_CONFIDENCE).float()
         confidence = torch.where(rows.random_confidence, u, confidence)
     banned = rows.ban_stop_confidence & torch.isin(tokens, stop_ids)
     confidence = confidence.masked_fill(banned, float("-inf"))
-    return tokens, probs, confidence
+    return tokens, confidence
