@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -118,7 +119,7 @@ def random_llada_8b(device: str, dtype: torch.dtype):
         tokenizer=None,
         device=torch.device(device),
         dtype=dtype,
-        stop_token_ids=(cfg.eos_token_id,),
+        spec=replace(cfg.model_spec(), stop_token_ids=(cfg.eos_token_id,)),
     )
 
 

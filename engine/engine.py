@@ -31,13 +31,16 @@ class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     kernels: str = "auto"  # auto (triton on CUDA, torch on CPU) | triton | torch
     max_num_seqs: int = 32  # requests denoising together
-    max_num_batched_tokens: int = 65536  # canvas positions per forward (CFG rows count twice)
+    # Canvas positions per forward (CFG rows count twice); None: `default_max_num_batched_tokens`.
+    max_num_batched_tokens: int | None = None
     cache: str | None = None  # default cache mode of requests that set none (None: checkpoint, "none")
     kv_cache_memory: float | None = None  # K/V pool GiB (None: half the free CUDA memory; 1 on CPU)
 
     def __post_init__(self):
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             value = getattr(self, name)
+            if value is None and name == "max_num_batched_tokens":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
         if self.cache is not None and self.cache not in CACHE_MODES:
@@ -51,6 +54,13 @@ class EngineConfig:
             or memory < 0
         ):
             raise ValueError(f"kv_cache_memory must be a number of GiB >= 0; got {memory!r}")
+
+
+def default_max_num_batched_tokens(max_model_len: int) -> int:
+    """Room for one request of the model's whole context with CFG (two rows), and at least 65536
+    positions so short-context models still batch many requests: 65536 for LLaDA-8B (4096),
+    262144 for UltraLLaDA (131072)."""
+    return max(65536, 2 * max_model_len)
 
 
 def _check_device(device: str) -> None:
@@ -79,8 +89,12 @@ class Engine:
             config.model or DEMO_MODEL_DIR, dtype=config.dtype, device=config.device
         )
         self.tokenizer = self.loaded.tokenizer
-        self.model_config = self.loaded.config
-        self.max_model_len = self.model_config.max_sequence_length
+        self.model_config = self.loaded.config  # the family's own config (tests, benchmarks)
+        self.spec = self.loaded.spec  # all the engine reads about the model
+        self.max_model_len = self.spec.max_sequence_length
+        self.max_num_batched_tokens = config.max_num_batched_tokens or default_max_num_batched_tokens(
+            self.max_model_len
+        )
         self.ops = get_ops(config.kernels, self.loaded.device)
         self.kv_cache = self._make_kv_cache()
         self.runner = ModelRunner(self.loaded, self.ops, self.kv_cache)
@@ -89,7 +103,7 @@ class Engine:
             detok = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         self.scheduler = Scheduler(
             config.max_num_seqs,
-            config.max_num_batched_tokens,
+            self.max_num_batched_tokens,
             self.loaded.stop_token_ids,
             detok,
             kv_pages=self.kv_cache.allocator,
@@ -99,8 +113,8 @@ class Engine:
 
     def _make_kv_cache(self) -> KVCache:
         """The K/V pool of the approximate caches, sized from the budget (0 pages: none)."""
-        cfg = self.model_config
-        shape = (cfg.n_layers, cfg.n_kv_heads, cfg.head_dim)
+        spec = self.spec
+        shape = (spec.n_layers, spec.n_kv_heads, spec.head_dim)
         budget = kv_budget_bytes(self.config.kv_cache_memory, self.loaded.device)
         num_pages = budget // KVCache.page_bytes(*shape, self.loaded.dtype)
         try:
@@ -131,10 +145,10 @@ class Engine:
                 f"{total}, more than the model's context of {self.max_model_len} tokens"
             )
         self.scheduler.check_fits(len(prompt_ids), resolved)
-        vocab = self.model_config.embedding_size
+        vocab = self.spec.vocab_size
         if any((not isinstance(t, int)) or t < 0 or t >= vocab for t in prompt_ids):
             raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
-        if self.model_config.mask_token_id in prompt_ids:
+        if self.spec.mask_token_id in prompt_ids:
             raise ValueError("the prompt contains the mask token id")
         return resolved
 
@@ -143,7 +157,7 @@ class Engine:
         step (kernels its device cannot run, a broken device) fails here, at start, with a one-line
         ValueError instead of failing every request later. AsyncEngine runs it again after a failed
         step, to tell a broken engine from requests that hit a bug. Step listeners do not see it."""
-        token = 1 if self.model_config.mask_token_id == 0 else 0
+        token = 1 if self.spec.mask_token_id == 0 else 0
         params = SamplingParams(
             max_tokens=1, steps=1, block_length=1, temperature=0.0, cfg_scale=0.0, cache="none"
         )
@@ -177,7 +191,7 @@ class Engine:
             request_id,
             prompt_ids,
             resolved,
-            self.model_config.mask_token_id,
+            self.spec.mask_token_id,
             prompt=prompt,
             arrival=time.monotonic(),
         )

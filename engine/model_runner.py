@@ -46,12 +46,14 @@ class ModelRunner:
     def __init__(self, loaded: LoadedModel, ops, kv_cache: KVCache | None = None):
         self.model = loaded.model
         self.kv_cache = kv_cache
-        self.config = loaded.config
+        self.spec = loaded.spec
         self.device = loaded.device
         self.ops = ops
         # Rotary tables once, for the longest canvas the engine admits (no regrowth inside a step).
-        self.model.rope_tables(self.config.max_sequence_length, self.device)
-        self.post_forward = PostForward(ops, self.device, self.config.eos_token_id, loaded.stop_token_ids)
+        self.model.rope_tables(self.spec.max_sequence_length, self.device)
+        self.post_forward = PostForward(ops, self.device, self.spec.eos_token_id, self.spec.stop_token_ids)
+        # Shifted-logits families (Dream) read position p's logits from the output at p - 1.
+        self.shift = 1 if self.spec.shift_logits else 0
 
     def init_request(self, request) -> None:
         """Fix the seed that keys the request's random draws (its own, or a random one)."""
@@ -69,7 +71,8 @@ class ModelRunner:
             req.num_forward_passes += 1
             end = start + len(req.masked)
             # A copy: a view would keep the whole batch's logits alive until the request moves on.
-            keep = may_commit_nothing(req)
+            # (exact only for a network without a time input)
+            keep = may_commit_nothing(req) and not self.spec.time_conditioned
             req.reuse_logits = (req.canvas_version, guided[start:end].clone()) if keep else None
             start = end
         parts += [req.reuse_logits[1] for req in sched.reuse]
@@ -81,7 +84,7 @@ class ModelRunner:
         """One packed forward; returns the guided logits [M, V] fp32 of the forwarded requests' masked
         positions, request after request (empty when nothing is forwarded)."""
         if not requests:
-            return torch.empty((0, self.config.embedding_size), device=self.device), 0, 0
+            return torch.empty((0, self.spec.vocab_size), device=self.device), 0, 0
         rows = [row for req in requests for row in self._rows(req)]
         rows.sort(key=lambda row: row.pages is not None)  # uncached rows first (forward_batch.py)
         batch, logits_index = self._pack(rows)
@@ -112,12 +115,13 @@ class ModelRunner:
     def _rows(self, req) -> list[_Row]:
         """The request's rows this step: conditional, and unconditional (prompt masked) under CFG."""
         start, end = req.query_range()
+        start = max(start - self.shift, 0)  # a cached step also queries the position before its block
         ids = req.canvas[start:end]
         pages = req.kv_pages if req.params.is_cached else [None, None]
         rows = [_Row((req.request_id, 0), ids, start, req.masked, pages[0], req.canvas_len)]
         if req.params.cfg_scale > 0:
             if start < req.prompt_len:
-                ids = [self.config.mask_token_id] * (req.prompt_len - start) + req.canvas[
+                ids = [self.spec.mask_token_id] * (req.prompt_len - start) + req.canvas[
                     req.prompt_len : end
                 ]
             rows.append(_Row((req.request_id, 1), ids, start, req.masked, pages[1], req.canvas_len))
@@ -127,7 +131,7 @@ class ModelRunner:
         """Every per-row list joined on the host, so the batch costs a few tensors, not a few per row."""
         ids, index, starts, lengths = [], [], [], []
         for row in rows:
-            delta = len(ids) - row.start
+            delta = len(ids) - row.start - self.shift
             index.extend([p + delta for p in row.masked])
             ids.extend(row.ids)
             starts.append(row.start)

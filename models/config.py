@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import CheckpointError
+from models.spec import ModelSpec
 
 # Options the network code implements; anything else is rejected, never approximated.
 _SUPPORTED = {
@@ -53,6 +54,21 @@ class LLaDAConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    def model_spec(self) -> ModelSpec:
+        """LLaDA: unshifted logits over every embedding row (the reference samples from all of them),
+        no time input; answers end with EOS or <|eot_id|> (Instruct)."""
+        return ModelSpec(
+            family="llada",
+            mask_token_id=self.mask_token_id,
+            eos_token_id=self.eos_token_id,
+            vocab_size=self.embedding_size,
+            max_sequence_length=self.max_sequence_length,
+            n_layers=self.n_layers,
+            n_kv_heads=self.n_kv_heads,
+            head_dim=self.head_dim,
+            stop_texts=("<|eot_id|>",),
+        )
 
     @classmethod
     def from_file(cls, path: str | Path) -> LLaDAConfig:

@@ -19,6 +19,8 @@ from torch import nn
 
 from models.config import LLaDAConfig
 from models.forward_batch import PackedBatch, attend
+from models.layers import DiffusionLM, Weight
+from models.spec import Target
 
 __all__ = ["LLaDABlock", "LLaDAModel", "PackedBatch"]
 
@@ -30,8 +32,8 @@ class LLaDABlock(nn.Module):
         super().__init__()
         d, kv, h = cfg.d_model, cfg.n_kv_heads * cfg.head_dim, cfg.mlp_hidden_size
         self.cfg = cfg
-        self.attn_norm = RMSNormWeight(d)
-        self.ff_norm = RMSNormWeight(d)
+        self.attn_norm = Weight(d)
+        self.ff_norm = Weight(d)
         self.q_proj = nn.Linear(d, d, bias=False)
         self.k_proj = nn.Linear(d, kv, bias=False)
         self.v_proj = nn.Linear(d, kv, bias=False)
@@ -55,53 +57,35 @@ class LLaDABlock(nn.Module):
         return x + self.ff_out(ops.swiglu(self.ff_proj(h), self.up_proj(h)))
 
 
-class RMSNormWeight(nn.Module):
-    """Holds an RMSNorm weight under the checkpoint's name; the maths lives in the ops."""
-
-    def __init__(self, d: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(d))
-
-
-class LLaDAModel(nn.Module):
+class LLaDAModel(DiffusionLM):
     def __init__(self, cfg: LLaDAConfig):
         super().__init__()
         self.cfg = cfg
+        self.rope_theta, self.rotary_dim = cfg.rope_theta, cfg.head_dim
+        self.max_sequence_length = cfg.max_sequence_length
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(cfg.embedding_size, cfg.d_model),
                 blocks=nn.ModuleList(LLaDABlock(cfg) for _ in range(cfg.n_layers)),
-                ln_f=RMSNormWeight(cfg.d_model),
+                ln_f=Weight(cfg.d_model),
             )
         )
         if not cfg.weight_tying:
             self.transformer["ff_out"] = nn.Linear(cfg.d_model, cfg.embedding_size, bias=False)
-        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def rope_tables(self, max_position: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [P, head_dim / 2] fp32, grown on demand (long-context configs go past 4096)."""
-        if self._rope is None or self._rope[0].shape[0] < max_position or self._rope[0].device != device:
-            dim = self.cfg.head_dim
-            size = max(max_position, self.cfg.max_sequence_length)
-            inv_freq = 1.0 / (
-                self.cfg.rope_theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float) / dim)
-            )
-            angles = torch.outer(torch.arange(size, device=device, dtype=torch.float), inv_freq)
-            self._rope = (angles.cos(), angles.sin())
-        return self._rope
+    def checkpoint_layout(self) -> dict[str, Target]:
+        """Every parameter under its own name behind the checkpoint's `model.` prefix."""
+        return {"model." + name: Target(name) for name, _ in self.named_parameters()}
 
-    def forward(self, batch: PackedBatch, ops, logits_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Returns logits [M, embedding_size] for rows `logits_index` of the packed batch (all if None)."""
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.transformer["wte"](input_ids)
+        return x * math.sqrt(self.cfg.d_model) if self.cfg.input_emb_norm else x
+
+    def layers(self) -> nn.ModuleList:
+        return self.transformer["blocks"]
+
+    def head(self, x: torch.Tensor, ops) -> torch.Tensor:
         tr = self.transformer
-        x = tr["wte"](batch.input_ids)
-        if self.cfg.input_emb_norm:
-            x = x * math.sqrt(self.cfg.d_model)
-        max_len = batch.max_len if batch.max_len is not None else int(batch.positions.max()) + 1
-        rope = self.rope_tables(max_len, x.device)
-        for i, block in enumerate(tr["blocks"]):
-            x = block(x, batch, ops, rope, i)
-        if logits_index is not None:
-            x = x[logits_index]
         x = ops.rms_norm(x, tr["ln_f"].weight, self.cfg.rms_norm_eps)
         head = tr["wte"].weight if self.cfg.weight_tying else tr["ff_out"].weight
         logits = x @ head.t()

@@ -1,11 +1,13 @@
 """Model registry keyed by config.json `architectures`, and the one entry point that loads a model.
 
-Dispatch is on `architectures`, never on `model_type` (LLaDA-MoE ships model_type "llada").
+Dispatch is on `architectures`, never on `model_type` (LLaDA-MoE ships model_type "llada"). A family
+is a (config reader, network) pair following the contract in models/spec.py; `load_model` turns any of
+them into a `LoadedModel` whose `spec` is all the engine reads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -14,6 +16,7 @@ from models.config import LLaDAConfig, architecture_of, read_json
 from models.errors import CheckpointError
 from models.llada import LLaDAModel
 from models.loader import load_weights
+from models.spec import ModelSpec
 from models.tokenizer import load_tokenizer, special_token_id
 
 MODEL_REGISTRY = {"LLaDAModelLM": (LLaDAConfig, LLaDAModel)}
@@ -26,14 +29,17 @@ _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torc
 @dataclass
 class LoadedModel:
     path: Path
-    config: LLaDAConfig
+    config: object  # the family's own config (LLaDAConfig, ...): network code only, never the engine
     model: torch.nn.Module
     tokenizer: object | None
     device: torch.device
     dtype: torch.dtype
-    # Token ids that end an answer: EOS from config.json, EoT and generation_config's eos ids.
-    stop_token_ids: tuple[int, ...] = ()
+    spec: ModelSpec  # what the engine reads; spec.stop_token_ids complete (EOS first)
     generation_defaults: dict = field(default_factory=dict)
+
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        return self.spec.stop_token_ids
 
 
 def resolve_device(device: str) -> torch.device:
@@ -50,9 +56,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def load_model(path: str | Path, dtype: str = "auto", device: str = "auto") -> LoadedModel:
-    """Load config, weights, tokenizer and generation defaults from a local checkpoint directory."""
-    ckpt = Path(path)
+def read_config(ckpt: Path):
+    """(family config, network class) of a checkpoint directory, dispatched on `architectures`."""
     if not ckpt.is_dir():
         raise CheckpointError(f"{ckpt}: model directory not found")
     raw = read_json(ckpt / "config.json")
@@ -63,29 +68,48 @@ def load_model(path: str | Path, dtype: str = "auto", device: str = "auto") -> L
             f"(supported: {', '.join(MODEL_REGISTRY)})"
         )
     config_cls, model_cls = MODEL_REGISTRY[arch]
-    config = config_cls.from_dict(raw, source=str(ckpt / "config.json"))
+    return config_cls.from_dict(raw, source=str(ckpt / "config.json")), model_cls
+
+
+def load_model(
+    path: str | Path, dtype: str = "auto", device: str = "auto", tokenizer: str | Path | None = None
+) -> LoadedModel:
+    """Load config, weights, tokenizer and generation defaults from a local checkpoint.
+
+    `tokenizer`: a directory to load the tokenizer from, for releases that ship none (RADD, SMDM);
+    default: the checkpoint's own directory."""
+    ckpt = Path(path)
+    config, model_cls = read_config(ckpt)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     with torch.device("meta"):
         model = model_cls(config)
     load_weights(model, ckpt, dt, dev)
     model.eval()
-    tokenizer = load_tokenizer(ckpt)
-    gen_path = ckpt / "generation_config.json"
+    folder = ckpt if ckpt.is_dir() else ckpt.parent
+    tok_dir = Path(tokenizer) if tokenizer is not None else folder
+    if tokenizer is not None and not tok_dir.is_dir():
+        raise CheckpointError(f"{tok_dir}: tokenizer directory not found")
+    tok = load_tokenizer(tok_dir)
+    gen_path = folder / "generation_config.json"
     gen = read_json(gen_path) if gen_path.exists() else {}
-    stops = [config.eos_token_id]
-    eot = special_token_id(tokenizer, "<|eot_id|>")
-    if eot is not None:
-        stops.append(eot)
-    extra = gen.get("eos_token_id", [])
-    stops += extra if isinstance(extra, list) else [extra]
+    spec = config.model_spec()
     return LoadedModel(
         path=ckpt,
         config=config,
         model=model,
-        tokenizer=tokenizer,
+        tokenizer=tok,
         device=dev,
         dtype=dt,
-        stop_token_ids=tuple(dict.fromkeys(int(t) for t in stops)),
+        spec=replace(spec, stop_token_ids=stop_ids(spec, tok, gen)),
         generation_defaults=gen,
     )
+
+
+def stop_ids(spec: ModelSpec, tokenizer, gen: dict) -> tuple[int, ...]:
+    """EOS first, then the family's stop tokens the vocabulary has, then generation_config's eos ids."""
+    stops = [spec.eos_token_id]
+    stops += [t for t in (special_token_id(tokenizer, s) for s in spec.stop_texts) if t is not None]
+    extra = gen.get("eos_token_id", [])
+    stops += extra if isinstance(extra, list) else [extra]
+    return tuple(dict.fromkeys(int(t) for t in stops))

@@ -1,0 +1,51 @@
+"""The family seam: what the engine knows about a model, and what a family declares to get served.
+
+The engine reads only `ModelSpec` (never a family's config field names): adding a family means a
+network file, a config reader that produces a `ModelSpec`, and one `Family` entry in
+models/registry.py. Nothing in engine/ or server/ changes.
+
+A family's config class provides:
+    from_dict(raw: dict, source: str) -> config      (every field the network needs, or CheckpointError)
+    model_spec() -> ModelSpec                          (stop ids are completed by the registry)
+and its network class (an nn.Module built from that config) provides:
+    forward(batch: PackedBatch, ops, logits_index) -> logits [M, spec.vocab_size]
+    rope_tables(max_position, device)                  (built once by the runner for the admitted length)
+    checkpoint_layout() -> {checkpoint key: Target}    (how the released files map onto the parameters)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str  # registry name, e.g. "llada"
+    mask_token_id: int
+    # The id answers are padded with (the early-stop filler, banned by `logits_eos_inf`).
+    eos_token_id: int
+    # Logits the network returns per position = the classes the sampler chooses from (a family whose
+    # head carries a mask channel or padding rows drops them in its forward). Prompt ids are below it.
+    vocab_size: int
+    max_sequence_length: int
+    # K/V cache geometry (the approximate caches size their pool from these).
+    n_layers: int
+    n_kv_heads: int
+    head_dim: int
+    # Logits for position i come from the network's output at i - 1 (Dream, initialised from an AR model).
+    shift_logits: bool = False
+    # The network takes a time input: then the exact reuse of an unchanged canvas's logits is invalid.
+    time_conditioned: bool = False
+    # Special tokens (by text) that also end an answer (e.g. "<|eot_id|>"); resolved by the registry.
+    stop_texts: tuple[str, ...] = ()
+    # Every id that ends an answer, EOS first (filled at load from the config, tokenizer, generation_config).
+    stop_token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one checkpoint tensor goes: a parameter, whole (index None) or a slice of a stacked one
+    (e.g. expert 3's gate rows of a [E, 2I, d] parameter: index (3, slice(0, I)))."""
+
+    param: str
+    index: tuple | None = None
