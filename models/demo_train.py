@@ -268,8 +268,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--response-length", type=int, default=24,
                    help="answer + <|eot_id|> + EOS padding; also the shipped max_tokens/steps/block_length")
     p.add_argument("--long-response-prob", type=float, default=0.05,
-                   help="share of examples padded to twice the response length (robustness to longer "
-                        "max_tokens)")
+                   help="share of examples padded to a longer response (robustness to longer max_tokens)")
+    p.add_argument("--long-lengths", default=None,
+                   help="comma-separated lengths the long examples are padded to, drawn uniformly "
+                        "(default: twice --response-length)")
+    p.add_argument("--init-from", default=None,
+                   help="start from this checkpoint's weights and config (fine-tuning) instead of a "
+                        "random initialisation; the model-size flags are then ignored")
     p.add_argument("--short-response-prob", type=float, default=0.6,
                    help="share of examples whose EOS padding stops at a random length between the answer's "
                         "end and the response length (fewer tokens per example; LLaDA's SFT pads each "
@@ -344,6 +349,7 @@ def make_batch(stream: TrainStream, enc: TaskEncoder, args, gen: torch.Generator
 
     exs = stream.batch(args.batch_size)
     b, r_len = len(exs), args.response_length
+    longs = long_lengths(args)
     kind = torch.rand(b, generator=gen).tolist()
     # drawn only when used, so runs without short responses keep their random stream
     short_u = torch.rand(b, generator=gen).tolist() if args.short_response_prob > 0 else None
@@ -351,7 +357,7 @@ def make_batch(stream: TrainStream, enc: TaskEncoder, args, gen: torch.Generator
     rlens = []
     for i, need in enumerate(len(a) + 1 for a in answers):  # + <|eot_id|>
         if kind[i] < args.long_response_prob:
-            rlens.append(2 * r_len)
+            rlens.append(longs[min(int(kind[i] / args.long_response_prob * len(longs)), len(longs) - 1)])
         elif kind[i] < args.long_response_prob + args.short_response_prob:
             rlens.append(min(r_len, need + int(short_u[i] * (r_len - need + 1))))
         else:
@@ -359,7 +365,7 @@ def make_batch(stream: TrainStream, enc: TaskEncoder, args, gen: torch.Generator
     prompts = enc.prompt_ids([e.prompt for e in exs])
     responses = enc.response_ids(answers, rlens)
     p_mask = mask_ratios(b, gen, eps=args.mask_eps, stratified=args.stratified_t)
-    u = torch.rand(b, 2 * r_len, generator=gen)
+    u = torch.rand(b, max(rlens + [2 * r_len]), generator=gen)
     ids, rows, targets, weights = [], [], [], []
     offset = 0
     for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
@@ -387,6 +393,12 @@ def make_batch(stream: TrainStream, enc: TaskEncoder, args, gen: torch.Generator
     return batch, rows_t, targets_t, torch.tensor(weights).to(device), offset
 
 
+def long_lengths(args) -> list[int]:
+    if not args.long_lengths:
+        return [2 * args.response_length]
+    return [int(x) for x in str(args.long_lengths).split(",") if x]
+
+
 def run(args) -> dict:
     from tqdm import tqdm
 
@@ -406,10 +418,13 @@ def run(args) -> dict:
 
     tok = build_demo_tokenizer()
     enc = TaskEncoder(tok)
-    cfg_dict = make_config(args, tok)
-    model = LLaDAModel(LLaDAConfig.from_dict(cfg_dict))
     gen = torch.Generator().manual_seed(args.seed)
-    init_weights(model, args.n_layers, gen)
+    if args.init_from:
+        cfg_dict, model, base_summary = load_for_finetuning(Path(args.init_from), tok)
+    else:
+        cfg_dict, base_summary = make_config(args, tok), None
+        model = LLaDAModel(LLaDAConfig.from_dict(cfg_dict))
+        init_weights(model, args.n_layers, gen)
     device = torch.device(args.device)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -425,9 +440,10 @@ def run(args) -> dict:
     stream = TrainStream(args.seed)
     eval_kw = dict(gen_length=args.response_length, steps=args.response_length,
                    block_length=args.response_length)
-    log(f"demo model: {n_params / 1e6:.2f}M params, vocab {len(tok)}, d_model {args.d_model}, "
-        f"{args.n_layers} layers, {args.n_heads} heads, mlp {args.mlp_hidden}; {args.steps} steps of "
-        f"{args.batch_size} examples, lr {args.lr}, seed {args.seed}")
+    log(f"demo model: {n_params / 1e6:.2f}M params, vocab {len(tok)}, d_model {cfg_dict['d_model']}, "
+        f"{cfg_dict['n_layers']} layers, {cfg_dict['n_heads']} heads, mlp {cfg_dict['mlp_hidden_size']}; "
+        f"{args.steps} steps of {args.batch_size} examples, lr {args.lr}, seed {args.seed}"
+        + (f", from {args.init_from}" if args.init_from else ""))
 
     model.train()
     t0 = time.time()
@@ -500,12 +516,34 @@ def run(args) -> dict:
         "compiled": forward is not model,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
     }
+    if base_summary is not None:
+        summary["init_from"] = base_summary
     write_checkpoint(state, cfg_dict, tok, out, response_length=args.response_length,
                      num_shards=args.num_shards, summary=summary)
     log(f"checkpoint written to {out}")
     if log_file:
         log_file.close()
     return summary
+
+
+def load_for_finetuning(ckpt: Path, tok) -> tuple[dict, torch.nn.Module, dict]:
+    """(config dict, trainable model holding the checkpoint's weights, its training summary)."""
+    from models.config import LLaDAConfig, read_json
+    from models.llada import LLaDAModel
+    from models.loader import load_weights
+
+    cfg_dict = read_json(ckpt / "config.json")
+    if cfg_dict.get("vocab_size") != len(tok):
+        raise ValueError(f"{ckpt / 'config.json'}: vocab_size {cfg_dict.get('vocab_size')} is not the demo "
+                         f"tokenizer's {len(tok)}")
+    with torch.device("meta"):
+        model = LLaDAModel(LLaDAConfig.from_dict(cfg_dict, source=str(ckpt / "config.json")))
+    load_weights(model, ckpt, torch.float32, torch.device("cpu"))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    summary_path = ckpt / "training_summary.json"
+    base = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return cfg_dict, model, base
 
 
 def write_checkpoint(state: dict, cfg_dict: dict, tok, out: str | Path, *, response_length: int,
