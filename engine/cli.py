@@ -88,6 +88,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, help="checkpoint directory (default: the shipped demo model)"
     )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="DIR",
+        help="tokenizer directory, for releases that ship none (RADD: GPT-2, SMDM: TinyLlama; "
+        "default: the checkpoint's directory)",
+    )
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
@@ -100,8 +107,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-num-batched-tokens",
         type=int,
-        default=65536,
-        help="canvas positions per forward pass (CFG rows count twice)",
+        default=None,
+        help="canvas positions per forward pass, CFG rows count twice (default: twice the model's "
+        "context, at least 65536: one full-context request with CFG fits)",
     )
     parser.add_argument(
         "--cache",
@@ -163,6 +171,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
     if args.kv_cache_memory == 0 and SamplingParams(cache=args.cache).is_cached:
         raise ValueError(f"--cache {args.cache} needs a K/V cache pool: --kv-cache-memory must be > 0")
     return dict(
+        tokenizer=args.tokenizer,
         dtype=args.dtype,
         device=args.device,
         kernels=args.kernels,

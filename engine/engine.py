@@ -27,6 +27,7 @@ from models.registry import DEMO_MODEL_DIR, LoadedModel, load_model
 @dataclass(frozen=True)
 class EngineConfig:
     model: str | Path | None = None  # checkpoint directory; None: the shipped demo model
+    tokenizer: str | Path | None = None  # tokenizer directory for releases that ship none (RADD, SMDM)
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     kernels: str = "auto"  # auto (triton on CUDA, torch on CPU) | triton | torch
@@ -86,7 +87,10 @@ class Engine:
         """`loaded` skips loading `config.model` (benchmarks build random full-size models)."""
         self.config = config
         self.loaded = loaded or load_model(
-            config.model or DEMO_MODEL_DIR, dtype=config.dtype, device=config.device
+            config.model or DEMO_MODEL_DIR,
+            dtype=config.dtype,
+            device=config.device,
+            tokenizer=config.tokenizer,
         )
         self.tokenizer = self.loaded.tokenizer
         self.model_config = self.loaded.config  # the family's own config (tests, benchmarks)

@@ -26,11 +26,12 @@ class LLM:
         self,
         model=None,
         *,
+        tokenizer: str | None = None,
         dtype: str = "auto",
         device: str = "auto",
         kernels: str = "auto",
         max_num_seqs: int = 32,
-        max_num_batched_tokens: int = 65536,
+        max_num_batched_tokens: int | None = None,  # None: max(65536, 2 x the model's context)
         cache: str | None = None,
         kv_cache_memory: float | None = None,
     ):
@@ -38,6 +39,7 @@ class LLM:
         self.engine = Engine(
             EngineConfig(
                 model=None if loaded else model,
+                tokenizer=tokenizer,
                 dtype=dtype,
                 device=device,
                 kernels=kernels,
