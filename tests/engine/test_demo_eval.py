@@ -71,5 +71,17 @@ def test_table_reports_the_largest_drop_below_exact():
     assert largest_drop(rows[1], rows[0], tasks) == pytest.approx(3.0)
     assert largest_drop(rows[0], rows[0], tasks) is None and largest_drop(rows[1], None, tasks) is None
     table = format_table(rows, tasks)
-    assert "| exact | 100.0% | 98.0% | 1.00 | 30.0 | 10.0 | - |" in table
-    assert "| dual | 97.0% | 99.0% | 1.00 | 30.0 | 10.0 | 3.0 |" in table
+    assert "| - | exact | 100.0% | 98.0% | 1.00 | 30.0 | 10.0 | - |" in table
+    assert "| - | dual | 97.0% | 99.0% | 1.00 | 30.0 | 10.0 | 3.0 |" in table
+
+
+def test_table_compares_each_length_with_exact_at_that_length():
+    tasks = ["reverse"]
+    rows = [
+        {"mode": m, "max_tokens": n, "reverse": acc, "nfe_per_token": 1.0, "positions_per_token": 1.0,
+         "tokens_per_s": 1.0}
+        for n, m, acc in [(24, "exact", 1.0), (24, "dual", 0.9), (64, "exact", 0.5), (64, "dual", 0.45)]
+    ]
+    table = format_table(rows, tasks)
+    assert "| 24 | dual | 90.0% | 1.00 | 1.0 | 1.0 | 10.0 |" in table
+    assert "| 64 | dual | 45.0% | 1.00 | 1.0 | 1.0 | 5.0 |" in table
