@@ -15,6 +15,8 @@ Shapes (see each kernel file for the details):
     write_kv(k_cache, v_cache, k [N, Hkv, D], v [N, Hkv, D], slots [N] int64) -> None (in place)
     sample_head(logits [R, V], temperature [R] fp32, seeds [R] int64, uncond [R, V] | None,
                 cfg_scale) -> (tokens [R] int64, probs [R] fp32)
+    moe(h [N, d], w_gate_up [E, 2I, d], w_down [E, d, I], weights [N, k], experts [N, k] int64)
+        -> [N, d]  (routing: kernels.moe.route_ref)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from kernels import attention as _attention
+from kernels import moe as _moe
 from kernels import rms_norm as _rms_norm
 from kernels import rotary as _rotary
 from kernels import sampling_head as _sampling_head
@@ -88,6 +91,16 @@ class TorchOps:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return _sampling_head.sample_head_ref(logits, temperature, seeds, uncond, cfg_scale)
 
+    def moe(
+        self,
+        h: torch.Tensor,
+        w_gate_up: torch.Tensor,
+        w_down: torch.Tensor,
+        weights: torch.Tensor,
+        experts: torch.Tensor,
+    ) -> torch.Tensor:
+        return _moe.moe_ref(h, w_gate_up, w_down, weights, experts)
+
 
 class TritonOps:
     """Triton launchers; inputs must be CUDA tensors (or CPU tensors under TRITON_INTERPRET=1)."""
@@ -148,6 +161,16 @@ class TritonOps:
         cfg_scale: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return _sampling_head.sample_head(logits, temperature, seeds, uncond, cfg_scale)
+
+    def moe(
+        self,
+        h: torch.Tensor,
+        w_gate_up: torch.Tensor,
+        w_down: torch.Tensor,
+        weights: torch.Tensor,
+        experts: torch.Tensor,
+    ) -> torch.Tensor:
+        return _moe.grouped_moe(h, w_gate_up, w_down, weights, experts)
 
 
 OPS_BACKENDS = ("torch", "triton", "auto")
