@@ -14,8 +14,9 @@ Fails on what the interpreter lets through (tile shapes, tl.dot constraints, loo
 shared memory) and on what would only make a kernel slow: spills to local memory, an attention loop
 whose K/V loads are not software-pipelined (no cp.async), a paged attention loop that loads each
 tile's page-table entries with blocking loads before its K/V copies instead of prefetching them by
-4-byte cp.async (`cp.async.ca`; K/V rows use 16-byte `cp.async.cg`), a memory-bound kernel without
-16-byte global loads (the split-combining kernels are judged on spills only). Run with TRITON_INTERPRET unset:
+4-byte cp.async (`cp.async.ca`; K/V rows use 16-byte `cp.async.cg`), a grouped MoE GEMM whose tile
+loads are not software-pipelined, a memory-bound kernel without 16-byte global loads (the
+split-combining kernels are judged on spills only). Run with TRITON_INTERPRET unset:
 `PYTHONPATH=. python tests/kernels/compile_sm90.py`; one line per launch, exit 1 on any failure.
 """
 
@@ -38,6 +39,7 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
 from kernels.attention import attention, choose_num_splits, launch_config, paged_attention
+from kernels.moe import grouped_moe
 from kernels.rms_norm import rms_norm
 from kernels.rotary import rotary
 from kernels.sampling_head import BLOCK_V, choose_head_splits, sample_head
@@ -114,6 +116,8 @@ def findings(launch: Launch) -> tuple[str, list[str]]:
         problems.append(f"{spills} B of spills")
     if launch.fn.__name__ == "_attention_kernel" and num_async == 0:
         problems.append("K/V loads not pipelined (no cp.async)")
+    if launch.fn.__name__ == "_moe_gemm_kernel" and num_async == 0:
+        problems.append("token and weight tiles not pipelined (no cp.async)")
     if launch.kwargs.get("PAGED") and num_small_async == 0:
         problems.append("page-table entries not prefetched (no cp.async.ca)")
     if launch.fn.__name__ in STREAMING and num_wide == 0:
@@ -130,6 +134,8 @@ def judge(name: str, launch: Launch, mode: str) -> bool:
     """Print one launch's line. strict: passes without problems; control: a launch built to be
     slow, passes only if the problems are seen (so the check can fail)."""
     label = f"{name}: {launch.fn.__name__}"
+    if "GATED" in launch.kwargs:  # the MoE kernel's two launches
+        label += " (gate/up + SwiGLU)" if launch.kwargs["GATED"] else " (down x routing weight)"
     try:
         figures, problems = findings(launch)
     except Exception as exc:
@@ -180,6 +186,14 @@ def paged_case(num_seqs, keys, page_size=16, num_stages=None, heads=32, head_dim
     )
 
 
+def moe_case(dtype, tokens, dim=2048, inter=1024, num_experts=64, top_k=8):
+    """LLaDA-MoE's expert MLP over `tokens` tokens: the gate/up launch, then the down launch."""
+    w_gate_up = meta(num_experts, 2 * inter, dim, dtype=dtype)
+    w_down = meta(num_experts, dim, inter, dtype=dtype)
+    routing = meta(tokens, top_k, dtype=torch.float32), meta(tokens, top_k, dtype=torch.int64)
+    grouped_moe(meta(tokens, dim, dtype=dtype), w_gate_up, w_down, *routing)
+
+
 def odd_attention(dtype):
     q = meta(256, 32, 128, dtype=dtype)
     k = meta(1024, 32 * 128 + 1, dtype=dtype)[:, 1:].view(1024, 32, 128)
@@ -190,7 +204,8 @@ def odd_attention(dtype):
 def cases():
     """(name, mode for `judge`, launcher call on meta tensors). LLaDA-8B: d 4096, 32 heads x 128 (MHA),
     MLP 12288, vocabulary 126464, 256 tokens a forward. A cached step's queries are a 32-token block;
-    an exact step's are the whole canvas (prompt + answer)."""
+    an exact step's are the whole canvas (prompt + answer). LLaDA-MoE: d 2048, 64 experts of 1024,
+    top-8; 1, 256 and 1024 tokens take 16-, 32- and 64-slot blocks."""
     bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
     out = [
         (
@@ -249,6 +264,11 @@ def cases():
                 lambda lg=logits, t=temps, sd=seeds: sample_head(lg, t, sd, torch.empty_like(lg), 1.0),
             ),
         ]
+    out += [
+        (f"moe {str(dtype).removeprefix('torch.')} {n} tokens", "strict", lambda d=dtype, n=n: moe_case(d, n))
+        for dtype in (bf16, fp32)
+        for n in (1, 256, 1024)
+    ]
     # One sequence's 32-token block: each row's vocabulary split as the launcher splits it on an H200.
     splits = choose_head_splits(32, 126464, BLOCK_V, H200_SMS)
     rows32 = meta(32, 126464), meta(32, dtype=fp32), meta(32, dtype=torch.int64)
