@@ -159,3 +159,27 @@ def add_bandwidth_rows(report: Report, impls: dict, args: tuple, num_bytes: floa
             frac_measured_copy=bw / report.copy_tbps,
             frac_h200_copy=bw / H200_COPY_TBPS,
         )
+
+
+def add_timed(report: Report, impl: str, fn, cost: tuple[float, float], **labels) -> None:
+    """Time fn() and add its row; a failing implementation is reported and skipped."""
+    try:
+        ms = bench_ms(fn)
+    except Exception as exc:
+        print(f"  {impl} {labels} failed: {type(exc).__name__}: {exc}")
+        return
+    add_row(report, impl, ms, cost, **labels)
+
+
+def add_row(report: Report, impl: str, ms: float, cost: tuple[float, float], **labels) -> None:
+    """cost: (bytes, FLOPs) of the workload."""
+    bw, fl = tbps(cost[0], ms), tflops(cost[1], ms)
+    report.add(
+        **labels,
+        impl=impl,
+        ms=ms,
+        **{"TB/s": bw, "TFLOP/s": fl},
+        frac_measured_copy=bw / report.copy_tbps,
+        frac_h200_copy=bw / H200_COPY_TBPS,
+        frac_bf16_matmul=fl / H200_BF16_TFLOPS,
+    )

@@ -21,19 +21,7 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from _common import (
-    DEVICE,
-    H200_BF16_TFLOPS,
-    H200_COPY_TBPS,
-    Report,
-    bench_ms,
-    empty_cache,
-    pick,
-    sm_count,
-    synchronize,
-    tbps,
-    tflops,
-)
+from _common import DEVICE, Report, add_row, add_timed, bench_ms, empty_cache, pick, sm_count, synchronize
 
 from kernels.attention import attention, choose_num_splits, launch_config, paged_attention, paged_slots
 
@@ -84,30 +72,6 @@ def triton_variants(num_q, total_k, num_seqs, sweep):
         name = f"triton m{config.block_m} n{block_n} w{warps} s{stages}{tag}"
         variants.append((name + (" (default)" if config == default else ""), None, config))
     return variants
-
-
-def add_timed(report: Report, impl: str, fn, cost: tuple[float, float], **labels) -> None:
-    """Time fn() and add its row; a failing implementation is reported and skipped."""
-    try:
-        ms = bench_ms(fn)
-    except Exception as exc:
-        print(f"  {impl} {labels} failed: {type(exc).__name__}: {exc}")
-        return
-    add_row(report, impl, ms, cost, **labels)
-
-
-def add_row(report: Report, impl: str, ms: float, cost: tuple[float, float], **labels) -> None:
-    """cost: (bytes, FLOPs) of the workload."""
-    bw, fl = tbps(cost[0], ms), tflops(cost[1], ms)
-    report.add(
-        **labels,
-        impl=impl,
-        ms=ms,
-        **{"TB/s": bw, "TFLOP/s": fl},
-        frac_measured_copy=bw / report.copy_tbps,
-        frac_h200_copy=bw / H200_COPY_TBPS,
-        frac_bf16_matmul=fl / H200_BF16_TFLOPS,
-    )
 
 
 def add_sdpa(report: Report, q, k, v, cu_k, k_lens: list[int], cost, labels: dict) -> None:
