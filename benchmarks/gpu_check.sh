@@ -55,7 +55,7 @@ run_step "pytest -m gpu" 180 "$PY" -m pytest -m gpu tests/kernels -q -p no:cache
     --junitxml="$OUT_DIR/gpu_tests.xml"
 run_step "pytest -m gpu (engine, models)" 150 "$PY" -m pytest -m gpu tests/engine tests/models -q \
     -p no:cacheprovider --junitxml="$OUT_DIR/gpu_engine_tests.xml"
-for bench in attention sampling_head rms_norm swiglu rotary; do
+for bench in attention sampling_head rms_norm swiglu rotary moe; do
     run_step "bench_$bench" 90 "$PY" "benchmarks/kernels/bench_$bench.py"
 done
 # The engine at LLaDA-8B shapes (random weights, bf16): cache none/prefix/dual, batch 1/8/32, one and

@@ -20,6 +20,7 @@ RUNS = [
     ("bench_rms_norm.py",),
     ("bench_swiglu.py",),
     ("bench_rotary.py",),
+    ("bench_moe.py",),
 ]
 
 
@@ -77,6 +78,10 @@ def test_every_benchmark_writes_its_rows(smoke_results):
     assert {r["splits"] for r in head if r["impl"] == "triton_fused"} == {"2"}
     for name in ("bench_rms_norm", "bench_swiglu", "bench_rotary"):
         assert impls(rows_of(smoke_results, name)) == {"triton", "torch_eager"}
+    moe = rows_of(smoke_results, "bench_moe")
+    assert {(r["tokens"], r["impl"]) for r in moe} == {
+        (t, i) for t in ("1", "7") for i in ("triton_grouped", "torch_loop", "dense_same_flops")
+    }
     for name in (
         "bench_attention",
         "bench_attention_paged",
@@ -84,6 +89,7 @@ def test_every_benchmark_writes_its_rows(smoke_results):
         "bench_rms_norm",
         "bench_swiglu",
         "bench_rotary",
+        "bench_moe",
     ):
         assert all(float(r["ms"]) > 0 for r in rows_of(smoke_results, name))
         assert (smoke_results / f"{name}.md").read_text().startswith(f"### {name}")
@@ -97,4 +103,6 @@ def test_goals_read_the_benchmark_tables(smoke_results, bench_goals):
         "swiglu fraction of copy bandwidth",
         "sampling head speed vs float64 (x)",
         "sampling head memory vs float64 (x less)",
+        "moe speed vs torch loop over experts (x)",
+        "moe speed vs dense matmul of the same FLOPs (x)",
     }  # no roofline verdict: that goal is for 32 queries against 4096 keys, not the smoke shapes

@@ -8,6 +8,10 @@ Goals (bf16, LLaDA-8B shapes):
 - rms_norm, swiglu: at least 70% of the measured copy bandwidth, judged at the largest row count
   (the smaller ones are listed: they are launch-bound).
 - sampling head: at least 5x faster than LLaDA's float64 path and at least 20x less peak extra memory.
+- moe (LLaDA-MoE shapes): the grouped kernels at least 5x faster than the torch loop over experts at
+  256 tokens, and at most 2x slower than a dense matmul of the same active FLOPs, judged at the most
+  tokens (1024): below that the grouped kernels must read every chosen expert's weights, the dense
+  matmul one expert's, so the weights' read and not the FLOPs bounds them (the rest are listed).
 
 Usage: `python benchmarks/kernels/goals.py [FOLDER]` (default $BENCH_OUT, else benchmarks/scratch);
 prints the table and writes FOLDER/goals.md. A report, not a test: the exit status is 0 either way.
@@ -26,6 +30,8 @@ ATTENTION_ROOF = 0.5
 ELEMENTWISE_COPY = 0.7
 SAMPLING_SPEEDUP = 5.0
 SAMPLING_MEMORY = 20.0
+MOE_VS_LOOP = 5.0
+MOE_VS_DENSE = 0.5  # dense ms / grouped ms: at most 2x slower
 
 
 @dataclass
@@ -120,12 +126,35 @@ def sampling_verdicts(rows: list[dict]) -> list[Verdict]:
     return out
 
 
+def moe_verdicts(rows: list[dict]) -> list[Verdict]:
+    """Per token count: the grouped kernels' speed against the torch loop (judged at 256 tokens) and
+    against the dense matmul of the same FLOPs (judged at the most tokens)."""
+    by_tokens: dict[int, dict[str, dict]] = {}
+    for row in rows:
+        by_tokens.setdefault(int(row["tokens"]), {})[row["impl"]] = row
+    judged_at = {"torch_loop": 256, "dense_same_flops": max(by_tokens, default=0)}
+    goals = {
+        "torch_loop": ("moe speed vs torch loop over experts (x)", MOE_VS_LOOP),
+        "dense_same_flops": ("moe speed vs dense matmul of the same FLOPs (x)", MOE_VS_DENSE),
+    }
+    out = []
+    for tokens, impls in sorted(by_tokens.items()):
+        if "triton_grouped" not in impls:
+            continue
+        for impl, (goal, target) in goals.items():
+            if impl in impls:
+                speed = float(impls[impl]["ms"]) / float(impls["triton_grouped"]["ms"])
+                out.append(Verdict(goal, f"{tokens} tokens", speed, target, judged=tokens == judged_at[impl]))
+    return out
+
+
 def judge(folder: Path) -> list[Verdict]:
     return (
         attention_verdicts(read_rows(folder / "bench_attention.csv"))
         + elementwise_verdicts("rms_norm", read_rows(folder / "bench_rms_norm.csv"))
         + elementwise_verdicts("swiglu", read_rows(folder / "bench_swiglu.csv"))
         + sampling_verdicts(read_rows(folder / "bench_sampling_head.csv"))
+        + moe_verdicts(read_rows(folder / "bench_moe.csv"))
     )
 
 

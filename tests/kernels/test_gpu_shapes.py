@@ -4,7 +4,7 @@ LLaDA-8B: d_model 4096, 32 heads x 128, MLP hidden 12288, vocab 126464; a cached
 B sequences has 32 query positions per sequence attending to 64..4096 keys (cache + fresh block), an
 exact step has every canvas position as a query against the whole canvas (64-row tiles: wgmma on
 Hopper, where the 32-query blocks use mma.sync). A dual-cache step reads its keys from 16-key pages
-of a shared pool (paged attention).
+of a shared pool (paged attention). LLaDA-MoE: d_model 2048, 64 experts of 1024, top-8.
 """
 
 import math
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from kernels.attention import attention, attention_ref, paged_attention, paged_attention_ref, paged_slots
+from kernels.moe import grouped_moe, moe_ref, route_ref
 from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import rotary, rotary_ref
 from kernels.sampling_head import BLOCK_V, choose_head_splits, sample_head, sample_head_ref
@@ -172,3 +173,16 @@ def test_sampling_head_distribution_llada(cuda_device, temp):
     critical = dof * (1.0 - h + 3.72 * math.sqrt(h)) ** 3  # p = 1e-4
     assert stat < critical, f"chi-square {stat:.1f} over {dof} dof (critical {critical:.1f})"
     torch.testing.assert_close(probs.double(), torch.softmax(row.double(), -1)[tokens], rtol=5e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_tokens", [1, 256, 1024])
+def test_moe_llada_moe(cuda_device, tolerance, num_tokens):
+    """Routed by `route_ref` from a random router: 16-, 32- and 64-slot blocks."""
+    h = torch.randn(num_tokens, 2048, device=cuda_device).to(BF16)
+    w_gate_up = (torch.randn(64, 2048, 2048, device=cuda_device) / 2048**0.5).to(BF16)
+    w_down = (torch.randn(64, 2048, 1024, device=cuda_device) / 1024**0.5).to(BF16)
+    weights, experts = route_ref(h, torch.randn(64, 2048, device=cuda_device).to(BF16) / 45, 8)
+    out = grouped_moe(h, w_gate_up, w_down, weights, experts)
+    ref_low = moe_ref(h, w_gate_up, w_down, weights, experts)
+    ref_fp32 = moe_ref(h.float(), w_gate_up.float(), w_down.float(), weights.to(BF16).float(), experts)
+    tolerance("grouped_moe", out, ref_low, ref_fp32)
