@@ -6,6 +6,12 @@ k and v (its cached segments followed by its fresh block, already concatenated b
 No mask inside a sequence. n_kv_heads divides n_heads: kv head j serves q heads j*g .. j*g+g-1.
 Softmax in fp32; scale 1/sqrt(head_dim) unless given.
 
+Reference (`attention_ref`, the CPU path): torch SDPA over query chunks of at most
+MAX_CHUNK_SCORES // (heads x keys) queries against all of their sequence's keys, so that even SDPA's
+math backend (which holds the [heads, queries, keys] scores) stays O(chunk x L), never O(L^2), on
+long canvases (128K positions: UltraLLaDA). Each query row is computed alone, so chunking does not
+change the result.
+
 Kernel (`attention`): FlashAttention-2 style forward (Dao 2023): each program owns BLOCK_M queries of
 one sequence and one q head, streams that sequence's keys in BLOCK_N tiles with an online softmax
 (exp2, scale folded with log2 e), accumulates P @ V in fp32 and divides once at the end. P is rounded
@@ -43,6 +49,22 @@ import triton.language as tl
 from kernels import _device
 from kernels._cast import INTERPRET, cast_rne
 
+# Scores (queries x keys x heads) one SDPA call of the reference may hold: 64 MiB in fp32.
+MAX_CHUNK_SCORES = 1 << 24
+
+
+def _sdpa_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Bidirectional SDPA of q [B, H, Tq, D] over k, v [B, Hkv, Tk, D] in chunks of queries that
+    each hold at most MAX_CHUNK_SCORES scores (at least one query per chunk). Returns [B, H, Tq, D]."""
+    b, h = q.shape[:2]
+    gqa = h != k.shape[1]
+    chunk = max(1, MAX_CHUNK_SCORES // max(1, b * h * k.shape[2]))
+    parts = [
+        F.scaled_dot_product_attention(qc, k, v, is_causal=False, scale=scale, enable_gqa=gqa)
+        for qc in q.split(chunk, dim=2)
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
 
 def attention_ref(
     q: torch.Tensor,
@@ -54,7 +76,6 @@ def attention_ref(
 ) -> torch.Tensor:
     """q: [Nq, H, D]; k, v: [Nk, Hkv, D]; cu_seqlens_*: [B + 1] int. Returns [Nq, H, D] in q.dtype."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    group = q.shape[1] // k.shape[1]
     lengths_q = cu_seqlens_q.diff()
     if torch.equal(cu_seqlens_q, cu_seqlens_k) and bool((lengths_q == lengths_q[0]).all()):
         # Equal-length sequences (training batches, uniform canvases): one batched call.
@@ -62,8 +83,7 @@ def attention_ref(
         qb = q.view(b, t, *q.shape[1:]).transpose(1, 2)  # [B, H, T, D]
         kb = k.view(b, t, *k.shape[1:]).transpose(1, 2)
         vb = v.view(b, t, *v.shape[1:]).transpose(1, 2)
-        ob = F.scaled_dot_product_attention(qb, kb, vb, is_causal=False, scale=scale, enable_gqa=group > 1)
-        return ob.transpose(1, 2).reshape(q.shape)
+        return _sdpa_chunked(qb, kb, vb, scale).transpose(1, 2).reshape(q.shape)
     out = torch.empty_like(q)
     bounds_q = cu_seqlens_q.tolist()
     bounds_k = cu_seqlens_k.tolist()
@@ -75,8 +95,7 @@ def attention_ref(
         qb = q[None, qs:qe].transpose(1, 2)
         kb = k[None, ks:ke].transpose(1, 2)
         vb = v[None, ks:ke].transpose(1, 2)
-        ob = F.scaled_dot_product_attention(qb, kb, vb, is_causal=False, scale=scale, enable_gqa=group > 1)
-        out[qs:qe] = ob[0].transpose(0, 1)
+        out[qs:qe] = _sdpa_chunked(qb, kb, vb, scale)[0].transpose(0, 1)
     return out
 
 

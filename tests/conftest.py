@@ -25,7 +25,14 @@ CORPUS = [
 ] * 20
 
 
-def write_tiny_checkpoint(out_dir, *, seed: int = 0, generation_config: dict | None = None):
+def write_tiny_checkpoint(
+    out_dir,
+    *,
+    seed: int = 0,
+    generation_config: dict | None = None,
+    max_sequence_length: int = 512,
+    rope_theta: float = 500000.0,
+):
     """A random LLaDA-layout checkpoint (GQA: 4 heads, 2 kv heads) with a local tokenizer."""
     return write_random_checkpoint(
         out_dir,
@@ -39,13 +46,22 @@ def write_tiny_checkpoint(out_dir, *, seed: int = 0, generation_config: dict | N
         n_kv_heads=2,
         n_layers=2,
         mlp_hidden_size=96,
-        max_sequence_length=512,
+        max_sequence_length=max_sequence_length,
+        rope_theta=rope_theta,
     )
 
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_llada"))
+
+
+@pytest.fixture(scope="session")
+def ultra_ckpt(tmp_path_factory):
+    """The tiny checkpoint with UltraLLaDA's long-context fields: rope_theta 2.8e8, 131072 positions."""
+    return write_tiny_checkpoint(
+        tmp_path_factory.mktemp("tiny_ultra_llada"), max_sequence_length=131072, rope_theta=2.8e8
+    )
 
 
 @pytest.fixture(scope="session")
