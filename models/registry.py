@@ -13,13 +13,17 @@ from pathlib import Path
 import torch
 
 from models.config import LLaDAConfig, architecture_of, read_json
+from models.dream import DreamConfig, DreamModel
 from models.errors import CheckpointError
 from models.llada import LLaDAModel
 from models.loader import load_weights
 from models.spec import ModelSpec
 from models.tokenizer import load_tokenizer, special_token_id
 
-MODEL_REGISTRY = {"LLaDAModelLM": (LLaDAConfig, LLaDAModel)}
+MODEL_REGISTRY = {
+    "LLaDAModelLM": (LLaDAConfig, LLaDAModel),
+    "DreamModel": (DreamConfig, DreamModel),
+}
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo"
 

@@ -7,6 +7,7 @@ import re
 import secrets
 from pathlib import Path
 
+from models.config import read_json
 from models.errors import CheckpointError
 
 
@@ -15,15 +16,32 @@ def load_tokenizer(ckpt_dir: Path):
     if not (ckpt_dir / "tokenizer.json").exists() and not (ckpt_dir / "tokenizer_config.json").exists():
         return None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     # LLaDA ships a plain PreTrainedTokenizerFast; loading it directly skips AutoConfig, which does
     # not know model_type "llada" and would warn about it.
-    cls = PreTrainedTokenizerFast if (ckpt_dir / "tokenizer.json").exists() else AutoTokenizer
-    try:
-        return cls.from_pretrained(str(ckpt_dir), local_files_only=True)
+    fast = (ckpt_dir / "tokenizer.json").exists()
+    cls = PreTrainedTokenizerFast if fast else _stock_class(ckpt_dir)
+    try:  # a release's own tokenizer code is refused with an error (never run, never a prompt)
+        return cls.from_pretrained(str(ckpt_dir), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many types; the user needs the file and reason
-        raise CheckpointError(f"{ckpt_dir}/tokenizer.json: cannot load tokenizer ({exc})") from None
+        source = ckpt_dir / ("tokenizer.json" if fast else "tokenizer_config.json")
+        reason = " ".join(str(exc).split())  # transformers' messages span lines; ours is one
+        raise CheckpointError(f"{source}: cannot load tokenizer ({reason})") from None
+
+
+# Tokenizer classes releases ship as their own code (tokenizer_config.json `auto_map`) -> the
+# transformers class that reads the same files and tokenizes the same way.
+STOCK_TOKENIZERS = {"DreamTokenizer": "Qwen2TokenizerFast"}  # Qwen2's BPE: vocab.json + merges.txt
+
+
+def _stock_class(ckpt_dir: Path):
+    """The class for a directory without tokenizer.json: a stock stand-in for a custom class its
+    tokenizer_config.json names, else AutoTokenizer."""
+    import transformers
+
+    name = read_json(ckpt_dir / "tokenizer_config.json").get("tokenizer_class")
+    return getattr(transformers, STOCK_TOKENIZERS.get(name, "AutoTokenizer"))
 
 
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:

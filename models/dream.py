@@ -1,0 +1,192 @@
+"""Dream-7B (`DreamModel`): the Qwen2 layout run as a masked diffusion model.
+
+Checkpoint keys (model-formats.md section 6): `model.embed_tokens`, per layer N
+`model.layers.N.self_attn.{q,k,v}_proj.{weight,bias}` (q/k/v carry biases), `self_attn.o_proj.weight`
+(no bias), `mlp.{gate,up,down}_proj.weight`, `{input,post_attention}_layernorm.weight`; `model.norm`,
+and `lm_head.weight` unless `tie_word_embeddings`. Module names mirror the keys, so loading is a
+name-for-name assignment. Attention is bidirectional; RoPE the half-split form over the whole head.
+
+Dream was initialised from an autoregressive model: the prediction for position i is the output at
+i - 1. The network returns plain per-position outputs; `ModelSpec.shift_logits` makes the engine read
+them one position early (engine/model_runner.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.config import architecture_of
+from models.errors import CheckpointError
+from models.forward_batch import PackedBatch, attend
+from models.layers import DiffusionLM, Weight
+from models.spec import ModelSpec, Target
+
+# Every field the network reads, with its type; each must be in config.json.
+_FIELDS = {
+    "hidden_size": int,
+    "intermediate_size": int,
+    "num_hidden_layers": int,
+    "num_attention_heads": int,
+    "num_key_value_heads": int,
+    "rms_norm_eps": float,
+    "rope_theta": float,
+    "vocab_size": int,
+    "max_position_embeddings": int,
+    "tie_word_embeddings": bool,
+    "mask_token_id": int,
+    "eos_token_id": int,
+}
+# key -> the values we implement (a missing key counts as its Qwen2 default, the first value)
+_MUST_BE = {"hidden_act": ("silu",), "rope_scaling": (None,), "use_sliding_window": (False,)}
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    rms_norm_eps: float
+    rope_theta: float
+    vocab_size: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    mask_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config.json") -> DreamConfig:
+        architecture_of(raw, source)
+        if "hidden_act" not in raw:
+            raise CheckpointError(f"{source}: missing required field 'hidden_act'")
+        for key, accepted in _MUST_BE.items():
+            if raw.get(key, accepted[0]) not in accepted:
+                raise CheckpointError(f"{source}: {key}={raw[key]!r} is not supported (only {accepted[0]!r})")
+        values = {key: _read(raw, key, kind, source) for key, kind in _FIELDS.items()}
+        pad = _read(raw, "pad_token_id", int, source) if "pad_token_id" in raw else values["eos_token_id"]
+        cfg = cls(**values, pad_token_id=pad)
+        heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        if cfg.hidden_size % heads:
+            raise CheckpointError(f"{source}: num_attention_heads {heads} must divide hidden_size")
+        if heads % kv_heads:
+            raise CheckpointError(f"{source}: num_key_value_heads {kv_heads} must divide num_attention_heads")
+        if raw.get("head_dim", cfg.head_dim) != cfg.head_dim:
+            raise CheckpointError(
+                f"{source}: head_dim={raw['head_dim']!r} is not supported (only hidden / heads)"
+            )
+        if cfg.mask_token_id == cfg.pad_token_id:
+            raise CheckpointError(f"{source}: mask_token_id must differ from pad_token_id")
+        if not 0 <= cfg.mask_token_id < cfg.vocab_size:
+            raise CheckpointError(f"{source}: mask_token_id {cfg.mask_token_id} is outside vocab_size")
+        return cfg
+
+    def model_spec(self) -> ModelSpec:
+        """Shifted logits over every head row; answers end with EOS (<|endoftext|>) or <|im_end|>."""
+        return ModelSpec(
+            family="dream",
+            mask_token_id=self.mask_token_id,
+            eos_token_id=self.eos_token_id,
+            vocab_size=self.vocab_size,
+            max_sequence_length=self.max_position_embeddings,
+            n_layers=self.num_hidden_layers,
+            n_kv_heads=self.num_key_value_heads,
+            head_dim=self.head_dim,
+            shift_logits=True,
+            stop_texts=("<|im_end|>", "<|endoftext|>"),
+        )
+
+
+def _read(raw: dict, key: str, kind: type, source: str):
+    """raw[key] as `kind` (int fields reject floats and booleans), or a CheckpointError naming it."""
+    value = raw.get(key)
+    if value is None:
+        raise CheckpointError(f"{source}: missing required field '{key}'")
+    ok = {int: (int,), float: (int, float), bool: (bool,)}[kind]
+    if not isinstance(value, ok) or (kind is not bool and isinstance(value, bool)):
+        raise CheckpointError(f"{source}: field '{key}' must be {kind.__name__}; got {value!r}")
+    return kind(value)
+
+
+class DreamBlock(nn.Module):
+    """Qwen2 decoder layer without the causal mask: x + o_proj(attn(rope(q), rope(k), v)) over
+    input_layernorm(x), then x + down_proj(silu(gate_proj h) * up_proj h) over post_attention_layernorm."""
+
+    def __init__(self, cfg: DreamConfig):
+        super().__init__()
+        d, kv, h = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim, cfg.intermediate_size
+        self.cfg = cfg
+        self.input_layernorm = Weight(d)
+        self.post_attention_layernorm = Weight(d)
+        self.self_attn = nn.ModuleDict(
+            dict(
+                q_proj=nn.Linear(d, d),
+                k_proj=nn.Linear(d, kv),
+                v_proj=nn.Linear(d, kv),
+                o_proj=nn.Linear(d, d, bias=False),
+            )
+        )
+        self.mlp = nn.ModuleDict(
+            dict(
+                gate_proj=nn.Linear(d, h, bias=False),
+                up_proj=nn.Linear(d, h, bias=False),
+                down_proj=nn.Linear(h, d, bias=False),
+            )
+        )
+
+    def forward(self, x, batch: PackedBatch, ops, rope: tuple[torch.Tensor, torch.Tensor], layer: int):
+        cfg, attn, mlp, n = self.cfg, self.self_attn, self.mlp, x.shape[0]
+        h = ops.rms_norm(x, self.input_layernorm.weight, cfg.rms_norm_eps)
+        q = attn["q_proj"](h).view(n, cfg.num_attention_heads, cfg.head_dim)
+        k = attn["k_proj"](h).view(n, cfg.num_key_value_heads, cfg.head_dim)
+        v = attn["v_proj"](h).view(n, cfg.num_key_value_heads, cfg.head_dim)
+        q = ops.rotary(q, batch.positions, *rope)
+        k = ops.rotary(k, batch.positions, *rope)
+        a = attend(ops, q, k, v, batch, layer)
+        h, x = ops.rms_norm(
+            attn["o_proj"](a.reshape(n, cfg.hidden_size)),
+            self.post_attention_layernorm.weight,
+            cfg.rms_norm_eps,
+            residual=x,
+        )
+        return x + mlp["down_proj"](ops.swiglu(mlp["gate_proj"](h), mlp["up_proj"](h)))
+
+
+class DreamModel(DiffusionLM):
+    def __init__(self, cfg: DreamConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.rope_theta, self.rotary_dim = cfg.rope_theta, cfg.head_dim
+        self.max_sequence_length = cfg.max_position_embeddings
+        self.model = nn.ModuleDict(
+            dict(
+                embed_tokens=nn.Embedding(cfg.vocab_size, cfg.hidden_size),
+                layers=nn.ModuleList(DreamBlock(cfg) for _ in range(cfg.num_hidden_layers)),
+                norm=Weight(cfg.hidden_size),
+            )
+        )
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def checkpoint_layout(self) -> dict[str, Target]:
+        """Every parameter under its own name (the names are the checkpoint's keys)."""
+        return {name: Target(name) for name, _ in self.named_parameters()}
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model["embed_tokens"](input_ids)
+
+    def layers(self) -> nn.ModuleList:
+        return self.model["layers"]
+
+    def head(self, x: torch.Tensor, ops) -> torch.Tensor:
+        x = ops.rms_norm(x, self.model["norm"].weight, self.cfg.rms_norm_eps)
+        head = self.model["embed_tokens"] if self.cfg.tie_word_embeddings else self.lm_head
+        return x @ head.weight.t()

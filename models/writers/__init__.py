@@ -1,0 +1,1 @@
+"""Tiny random checkpoints in each family's released layout (one module per family)."""
