@@ -16,6 +16,8 @@ from models.config import LLaDAConfig, architecture_of, read_json
 from models.dream import DreamConfig, DreamModel
 from models.errors import CheckpointError
 from models.llada import LLaDAModel
+from models.llada_moe import LLaDAMoEModel
+from models.llada_moe_config import LLaDAMoEConfig
 from models.loader import load_weights
 from models.spec import ModelSpec
 from models.tokenizer import load_tokenizer, special_token_id
@@ -23,6 +25,8 @@ from models.tokenizer import load_tokenizer, special_token_id
 MODEL_REGISTRY = {
     "LLaDAModelLM": (LLaDAConfig, LLaDAModel),
     "DreamModel": (DreamConfig, DreamModel),
+    "LLaDAMoEModelLM": (LLaDAMoEConfig, LLaDAMoEModel),
+    "FusedLLaDAMoEModelLM": (LLaDAMoEConfig, LLaDAMoEModel),  # dInfer's fused experts
 }
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo"
@@ -66,6 +70,10 @@ def read_config(ckpt: Path):
         raise CheckpointError(f"{ckpt}: model directory not found")
     raw = read_json(ckpt / "config.json")
     arch = architecture_of(raw, str(ckpt / "config.json"))
+    if arch == "LLaDAModelLM" and "num_experts" in raw:
+        # LLaDA-MoE ships model_type "llada"; a copy whose `architectures` was rewritten to the dense
+        # name still has `num_experts`, which no dense LLaDA config carries (its fields differ too).
+        arch = "LLaDAMoEModelLM"
     if arch not in MODEL_REGISTRY:
         raise CheckpointError(
             f"{ckpt / 'config.json'}: unknown architecture '{arch}' in field 'architectures' "
@@ -95,6 +103,8 @@ def load_model(
     if tokenizer is not None and not tok_dir.is_dir():
         raise CheckpointError(f"{tok_dir}: tokenizer directory not found")
     tok = load_tokenizer(tok_dir)
+    if hasattr(config, "with_tokenizer"):  # a family whose special ids may come from the tokenizer
+        config = config.with_tokenizer(tok)
     gen_path = folder / "generation_config.json"
     gen = read_json(gen_path) if gen_path.exists() else {}
     spec = config.model_spec()
