@@ -3,6 +3,10 @@
 Dispatch is on `architectures`, never on `model_type` (LLaDA-MoE ships model_type "llada"). A family
 is a (config reader, network) pair following the contract in models/spec.py; `load_model` turns any of
 them into a `LoadedModel` whose `spec` is all the engine reads.
+
+RADD releases are `PyTorchModelHubMixin` directories whose config.json is the training config and
+names no architecture: such a file (no `architectures`, a `model` object and `tokens`) dispatches to
+"RADD" (models/radd.py `is_radd_config`).
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from models.llada import LLaDAModel
 from models.llada_moe import LLaDAMoEModel
 from models.llada_moe_config import LLaDAMoEConfig
 from models.loader import load_weights
+from models.radd import ARCHITECTURE as RADD_ARCHITECTURE
+from models.radd import RADDConfig, RADDModel, is_radd_config
 from models.spec import ModelSpec
 from models.tokenizer import load_tokenizer, special_token_id
 
 MODEL_REGISTRY = {
     "LLaDAModelLM": (LLaDAConfig, LLaDAModel),
     "DreamModel": (DreamConfig, DreamModel),
+    RADD_ARCHITECTURE: (RADDConfig, RADDModel),
     "LLaDAMoEModelLM": (LLaDAMoEConfig, LLaDAMoEModel),
     "FusedLLaDAMoEModelLM": (LLaDAMoEConfig, LLaDAMoEModel),  # dInfer's fused experts
 }
@@ -69,7 +76,7 @@ def read_config(ckpt: Path):
     if not ckpt.is_dir():
         raise CheckpointError(f"{ckpt}: model directory not found")
     raw = read_json(ckpt / "config.json")
-    arch = architecture_of(raw, str(ckpt / "config.json"))
+    arch = RADD_ARCHITECTURE if is_radd_config(raw) else architecture_of(raw, str(ckpt / "config.json"))
     if arch == "LLaDAModelLM" and "num_experts" in raw:
         # LLaDA-MoE ships model_type "llada"; a copy whose `architectures` was rewritten to the dense
         # name still has `num_experts`, which no dense LLaDA config carries (its fields differ too).
