@@ -4,15 +4,23 @@ One batch for the whole step, whatever mix of settings it holds: the EOS ban, to
 candidates and confidences (engine/sampler.py), the continuous sampler's reveals, and every unmasking
 policy (engine/unmasking.py) run as tensor operations over all rows; the transfer to the host is one
 [B, W] matrix of committed tokens (-1: not committed) at the end, plus the log-probabilities when a
-request asked for them. The per-request work left is plain Python on the host: packing settings into
-two small tensors, and reading back the commits.
+request asked for them.
 
 Rows: request b owns rows start_b .. start_b + m_b - 1 of the logits, one per masked position of its
 active block (`Request.masked`, ascending); W = max m_b.
+
+What a step needs changes at two rates, and is built at that rate:
+- `_Members`, per membership: every request's settings as device tensors [B], and which modes and
+  settings the batch uses. Kept across steps; rebuilt only when the step's list of requests differs
+  from the last one (a request joined, left, or moved between the forward and reuse lists).
+- `_Step`, per step: masked counts, the schedule's commit counts, the random keys of (seed, step),
+  the continuous sampler's reveal probabilities: one small host tensor, and the row -> request maps.
 """
 
 from __future__ import annotations
 
+import array
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -31,23 +39,54 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
+def int_tensor(values) -> torch.Tensor:
+    """A host int64 tensor of Python ints from any iterable: through array('q'), a few times faster
+    than torch.tensor on the long lists a step builds (canvas ids, masked positions)."""
+    buffer = array.array("q", values)
+    if not buffer:
+        return torch.empty(0, dtype=torch.int64)
+    return torch.frombuffer(buffer, dtype=torch.int64)  # shares (and keeps alive) the array
+
+
+@dataclass
+class _Members:
+    """The step's requests and their settings, [B] tensors on the device (see the module docstring)."""
+
+    requests: tuple  # in row order; compared by identity
+    modes: set[str]  # unmasking policies used
+    used: set[str]  # settings some request uses, see `_members`
+    max_top_k: int  # the largest top_k asked for (0: none)
+    seed_keys: list[int]  # mix64_int(seed) per request: the step's key is mix64_int(it + step)
+    mode: torch.Tensor  # int64, index into MODES
+    eos_ban: torch.Tensor  # bool: logits_eos_inf
+    stop_ban: torch.Tensor  # bool: confidence_eos_eot_inf
+    random_confidence: torch.Tensor  # bool: `random` remasking
+    top_k: torch.Tensor  # int64 (0: off)
+    temperature: torch.Tensor  # fp32
+    threshold: torch.Tensor  # fp32
+    factor: torch.Tensor  # fp32
+    top_p: torch.Tensor  # float64 (1: off)
+    min_p: torch.Tensor  # float64 (0: off)
+
+
 @dataclass
 class _Step:
-    """Where each row sits, and every request's settings, on the device."""
+    """Where each row sits, and the settings that change every step."""
 
     counts: list[int]  # masked positions per request
     width: int  # W
-    modes: set[str]  # unmasking policies used this step
-    used: set[str]  # settings some request uses (PostForward._settings), read once per step
-    max_top_k: int  # the largest top_k asked for (0: none)
-    max_commit: int
+    max_commit: int  # the largest schedule commit count (0 without schedule requests)
     req_of_row: torch.Tensor  # [M] int64
-    pad_index: torch.Tensor  # [M] int64: row -> b * W + j
-    ints: torch.Tensor  # [8, B] int64, see PostForward._settings
-    floats: torch.Tensor  # [6, B] float64
+    pad_index: torch.Tensor | None  # [M] int64: row -> b * W + j; None when every m_b = W
+    num_masked: torch.Tensor  # [B] int64
+    num_commit: torch.Tensor  # [B] int64: schedule commits now
+    keys: torch.Tensor | None  # [B] int64: random key of (seed, step); None when nothing is random
+    reveal: torch.Tensor | None  # [B] float64: continuous reveal probability; None without those
 
     def pad(self, values: torch.Tensor, fill) -> torch.Tensor:
         """[M] -> [B, W], `fill` where no row."""
+        if self.pad_index is None:
+            return values.view(len(self.counts), self.width)
         full = torch.full((len(self.counts) * self.width,), fill, dtype=values.dtype, device=values.device)
         return full.index_copy(0, self.pad_index, values).view(len(self.counts), self.width)
 
@@ -58,31 +97,31 @@ class PostForward:
         self.device = device
         self.eos_token_id = eos_token_id
         self.stop_ids = torch.tensor(stop_token_ids, dtype=torch.int64, device=device)
+        self._last: _Members | None = None  # the last step's, reused while its requests step on
 
     def commits(self, requests: list, guided: torch.Tensor) -> dict[str, Commit]:
         """requests: those taking the step, in row order; guided [M, V] fp32 (modified in place)."""
-        step = self._step(requests, guided.shape[0])
-        tokens, confidence, keys = self._candidates(requests, guided, step)
-        counts_t, mode, num_commit = step.ints[0], step.ints[2], step.ints[3]
-        threshold, factor, reveal_p = step.floats[1], step.floats[2], step.floats[3]
-        valid = torch.arange(step.width, device=self.device)[None, :] < counts_t[:, None]
+        members = self._members(requests)
+        step = self._step(requests, members, guided.shape[0])
+        tokens, confidence, keys = self._candidates(requests, guided, members, step)
+        valid = torch.arange(step.width, device=self.device)[None, :] < step.num_masked[:, None]
         reveal = valid
-        if "continuous" in step.modes:
-            reveal = step.pad(row_uniform(keys, STREAM_REVEAL), 2.0) < reveal_p[:, None]
+        if "continuous" in members.modes:
+            reveal = step.pad(row_uniform(keys, STREAM_REVEAL), 2.0) < step.reveal[:, None]
         # A valid position at -inf (an EOS/EoT candidate under confidence_eos_eot_inf) must still rank
         # above padding, or top-k could pick padding and commit fewer tokens than the schedule says.
         lowest = torch.finfo(confidence.dtype).min
         policy_step = PolicyStep(
             confidence=step.pad(confidence.nan_to_num(neginf=lowest), float("-inf")),
             valid=valid,
-            mode=mode,
-            num_commit=num_commit,
+            mode=members.mode,
+            num_commit=step.num_commit,
             max_commit=step.max_commit,
-            threshold=threshold.float(),
-            factor=factor.float(),
+            threshold=members.threshold,
+            factor=members.factor,
             reveal=reveal,
         )
-        chosen = choose(policy_step, step.modes)
+        chosen = choose(policy_step, members.modes)
         committed = torch.where(chosen, step.pad(tokens, -1), -1).tolist()  # the step's one transfer
         logprobs = self._logprobs(requests, guided, tokens, step)
         out = {}
@@ -92,40 +131,112 @@ class PostForward:
             out[req.request_id] = Commit([req.masked[j] for j in picks], [row[j] for j in picks], lps)
         return out
 
-    def _step(self, requests: list, num_rows: int) -> _Step:
-        counts = [len(r.masked) for r in requests]
-        ints, floats, modes, used = self._settings(requests, counts)
-        max_commit = int(ints[3].max())  # host tensors still: no sync
-        max_top_k = int(ints[7].max())
-        ints, floats = to_device(ints, self.device), to_device(floats, self.device)
-        counts_t = ints[0]
-        req_of_row = torch.repeat_interleave(
-            torch.arange(len(requests), device=self.device), counts_t, output_size=num_rows
+    def _members(self, requests: list) -> _Members:
+        """The settings of `requests`: the last step's when the requests are the same, in the same
+        order; else packed again (one pass over the requests). used: "sampled" (temperature > 0),
+        "random", "logits_eos_inf", "confidence_eos_eot_inf", "filters" (top_k/top_p/min_p narrow a
+        sampled row), and "top_k", "top_p", "min_p" (set on some request)."""
+        key = tuple(requests)
+        if self._last is not None and self._last.requests == key:
+            return self._last
+        ints, floats, modes, used, seed_keys = [], [], set(), set(), []
+        for req in requests:
+            p = req.params
+            modes.add(p.mode)
+            flags = (
+                ("sampled", p.temperature > 0),
+                ("random", p.remasking == "random"),
+                ("logits_eos_inf", p.logits_eos_inf),
+                ("confidence_eos_eot_inf", p.confidence_eos_eot_inf),
+                ("filters", p.filters_tokens),
+                ("top_k", p.top_k is not None),
+                ("top_p", p.top_p is not None),
+                ("min_p", p.min_p is not None),
+            )
+            used.update(name for name, on in flags if on)
+            top_k = 0 if p.top_k in (None, -1) else p.top_k
+            random = p.remasking == "random"
+            ints.append((MODES.index(p.mode), p.logits_eos_inf, p.confidence_eos_eot_inf, random, top_k))
+            top_p = 1.0 if p.top_p is None else p.top_p
+            floats.append((p.temperature, p.threshold or 0.0, p.factor or 0.0, top_p, p.min_p or 0.0))
+            seed_keys.append(mix64_int(req.seed))
+        i = to_device(torch.tensor(ints, dtype=torch.int64).T.contiguous(), self.device)
+        f = to_device(torch.tensor(floats, dtype=torch.float64).T.contiguous(), self.device)
+        self._last = _Members(
+            requests=key,
+            modes=modes,
+            used=used,
+            max_top_k=max(t[4] for t in ints),
+            seed_keys=seed_keys,
+            mode=i[0],
+            eos_ban=i[1].bool(),
+            stop_ban=i[2].bool(),
+            random_confidence=i[3].bool(),
+            top_k=i[4],
+            temperature=f[0].float(),
+            threshold=f[1].float(),
+            factor=f[2].float(),
+            top_p=f[3],
+            min_p=f[4],
         )
-        starts = torch.cumsum(counts_t, 0) - counts_t
-        within = torch.arange(num_rows, device=self.device) - starts[req_of_row]
-        width = max(counts)
-        pad_index = req_of_row * width + within
-        return _Step(counts, width, modes, used, max_top_k, max_commit, req_of_row, pad_index, ints, floats)
+        return self._last
 
-    def _candidates(self, requests: list, guided: torch.Tensor, step: _Step):
+    def _step(self, requests: list, members: _Members, num_rows: int) -> _Step:
+        counts = [len(r.masked) for r in requests]
+        rows = [counts]
+        if "schedule" in members.modes:  # a block's last scheduled step commits every mask left
+            commit = [
+                n if r.step_in_block >= r.block_steps - 1 else min(r.num_to_commit(), n)
+                for r, n in zip(requests, counts, strict=True)
+            ]
+            rows.append(commit)
+        is_random = bool(members.used & {"sampled", "random"}) or "continuous" in members.modes
+        if is_random:
+            seeds = zip(members.seed_keys, requests, strict=True)
+            rows.append([mix64_int(key + r.num_steps) for key, r in seeds])
+        ints = to_device(torch.tensor(rows, dtype=torch.int64), self.device)
+        reveal = None
+        if "continuous" in members.modes:
+            probs = [reveal_probability(r) if r.params.mode == "continuous" else 0.0 for r in requests]
+            reveal = to_device(torch.tensor(probs, dtype=torch.float64), self.device)
+        num_masked = ints[0]
+        width = max(counts)
+        req_of_row = torch.repeat_interleave(
+            torch.arange(len(requests), device=self.device), num_masked, output_size=num_rows
+        )
+        pad_index = None
+        if min(counts) < width:
+            starts = torch.cumsum(num_masked, 0) - num_masked
+            within = torch.arange(num_rows, device=self.device) - starts[req_of_row]
+            pad_index = req_of_row * width + within
+        scheduled = "schedule" in members.modes
+        return _Step(
+            counts=counts,
+            width=width,
+            max_commit=max(rows[1]) if scheduled else 0,
+            req_of_row=req_of_row,
+            pad_index=pad_index,
+            num_masked=num_masked,
+            num_commit=ints[1] if scheduled else num_masked,  # read by the schedule policy only
+            keys=ints[-1] if is_random else None,
+            reveal=reveal,
+        )
+
+    def _candidates(self, requests: list, guided: torch.Tensor, members: _Members, step: _Step):
         """(tokens, confidence, random keys) [M] of every row."""
-        r, used = step.req_of_row, step.used
-        base_key, eos_ban, stop_ban, random_conf, top_k = (step.ints[i] for i in (1, 4, 5, 6, 7))
-        temperature, top_p, min_p = (step.floats[i] for i in (0, 4, 5))
-        if used & {"sampled", "random"} or "continuous" in step.modes:
-            positions = torch.tensor([p for q in requests for p in q.masked], dtype=torch.int64)
-            keys = row_keys(base_key[r], to_device(positions, self.device))
+        r, used = step.req_of_row, members.used
+        if step.keys is not None:
+            positions = int_tensor(itertools.chain.from_iterable(q.masked for q in requests))
+            keys = row_keys(step.keys[r], to_device(positions, self.device))
         else:  # nothing random this step: the keys would go unused
             keys = torch.zeros(len(r), dtype=torch.int64, device=self.device)
         if "logits_eos_inf" in used:
-            guided[:, self.eos_token_id].masked_fill_(eos_ban[r].bool(), float("-inf"))
+            guided[:, self.eos_token_id].masked_fill_(members.eos_ban[r], float("-inf"))
         rows = RowParams(
             keys=keys,
-            temperature=temperature.float()[r],
-            random_confidence=random_conf[r].bool(),
-            ban_stop_confidence=stop_ban[r].bool(),
-            any_random="random" in used,
+            temperature=members.temperature[r],
+            random_confidence=members.random_confidence[r] if "random" in used else None,
+            ban_stop_confidence=members.stop_ban[r] if "confidence_eos_eot_inf" in used else None,
         )
         narrowed = None
         if "filters" in used:
@@ -133,10 +244,10 @@ class PostForward:
             narrowed = filter_logits(
                 guided,
                 rows.temperature,
-                top_k[r] if "top_k" in used else None,
-                top_p[r] if "top_p" in used else None,
-                min_p[r] if "min_p" in used else None,
-                max_k=step.max_top_k,
+                members.top_k[r] if "top_k" in used else None,
+                members.top_p[r] if "top_p" in used else None,
+                members.min_p[r] if "min_p" in used else None,
+                max_k=members.max_top_k,
             )
         return (*sample_candidates(guided, rows, self.stop_ids, self.ops, narrowed), keys)
 
@@ -163,53 +274,3 @@ class PostForward:
             alts = [list(zip(top_ids[i][:n], top_values[i][:n], strict=True)) if n else [] for i in rows]
             out.append([(chosen_lp[i], alts[k]) for k, i in enumerate(rows)])
         return out
-
-    @staticmethod
-    def _settings(requests: list, counts: list[int]):
-        """Per-request settings as host tensors, the modes used and the settings used (one pass over
-        the requests). ints [8, B]: masked count, random key of (seed, step), mode id, schedule
-        commits now, logits_eos_inf, confidence_eos_eot_inf, random remasking, top_k (0: off); floats
-        [6, B]: temperature, threshold, factor, reveal probability, top_p (1: off), min_p (0: off).
-        used: "sampled" (temperature > 0), "random", "logits_eos_inf", "filters" (top_k/top_p/min_p
-        narrow a sampled row), and "top_k", "top_p", "min_p" (set on some request)."""
-        ints, floats, modes, used = [], [], set(), set()
-        for req, n in zip(requests, counts, strict=True):
-            p = req.params
-            mode = p.mode
-            modes.add(mode)
-            flags = (
-                ("sampled", p.temperature > 0),
-                ("random", p.remasking == "random"),
-                ("logits_eos_inf", p.logits_eos_inf),
-                ("filters", p.filters_tokens),
-                ("top_k", p.top_k is not None),
-                ("top_p", p.top_p is not None),
-                ("min_p", p.min_p is not None),
-            )
-            used.update(name for name, on in flags if on)
-            ints.append(
-                (
-                    n,
-                    mix64_int(mix64_int(req.seed) + req.num_steps),
-                    MODES.index(mode),
-                    n if req.step_in_block >= req.block_steps - 1 else min(req.num_to_commit(), n),
-                    p.logits_eos_inf,
-                    p.confidence_eos_eot_inf,
-                    p.remasking == "random",
-                    0 if p.top_k in (None, -1) else p.top_k,
-                )
-            )
-            reveal = reveal_probability(req) if mode == "continuous" else 0.0
-            floats.append(
-                (
-                    p.temperature,
-                    p.threshold or 0.0,
-                    p.factor or 0.0,
-                    reveal,
-                    1.0 if p.top_p is None else p.top_p,
-                    p.min_p or 0.0,
-                )
-            )
-        ints_t = torch.tensor(ints, dtype=torch.int64).T
-        floats_t = torch.tensor(floats, dtype=torch.float64).T
-        return ints_t, floats_t, modes, used

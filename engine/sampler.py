@@ -29,9 +29,9 @@ class RowParams:
 
     keys: torch.Tensor  # int64: counter_rng.row_keys of (seed, step) and position
     temperature: torch.Tensor  # fp32
-    random_confidence: torch.Tensor  # bool: `random` remasking
-    ban_stop_confidence: torch.Tensor  # bool: confidence_eos_eot_inf
-    any_random: bool  # some row uses `random` remasking (known on the host: no sync)
+    # bool: `random` remasking; None when no row uses it (known on the host: no sync)
+    random_confidence: torch.Tensor | None = None
+    ban_stop_confidence: torch.Tensor | None = None  # bool: confidence_eos_eot_inf; None: no row
 
 
 def row_uniform(keys: torch.Tensor, stream: int) -> torch.Tensor:
@@ -94,9 +94,10 @@ def sample_candidates(
         tokens, _ = ops.sample_head(sample_logits, rows.temperature, rows.keys)
         probs = torch.softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)
     confidence = probs.float()
-    if rows.any_random:
+    if rows.random_confidence is not None:
         u = row_uniform(rows.keys, STREAM_CONFIDENCE).float()
         confidence = torch.where(rows.random_confidence, u, confidence)
-    banned = rows.ban_stop_confidence & torch.isin(tokens, stop_ids)
-    confidence = confidence.masked_fill(banned, float("-inf"))
+    if rows.ban_stop_confidence is not None:
+        banned = rows.ban_stop_confidence & torch.isin(tokens, stop_ids)
+        confidence = confidence.masked_fill(banned, float("-inf"))
     return tokens, confidence
