@@ -86,7 +86,9 @@ def apply_threads(args: argparse.Namespace) -> int:
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """Model and engine flags shared by generate, serve and eval."""
     parser.add_argument(
-        "--model", default=None, help="checkpoint directory (default: the shipped demo model)"
+        "--model",
+        default=None,
+        help="checkpoint directory, or an SMDM .safetensors file (default: the shipped demo model)",
     )
     parser.add_argument(
         "--tokenizer",
@@ -94,6 +96,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="tokenizer directory, for releases that ship none (RADD: GPT-2, SMDM: TinyLlama; "
         "default: the checkpoint's directory)",
+    )
+    parser.add_argument(
+        "--smdm-size",
+        default=None,
+        metavar="NAME",
+        help="size of a bare SMDM .safetensors file whose name does not say it, e.g. Diff_LLaMA_170M "
+        "(default: from the name, mdm-170M-... -> Diff_LLaMA_170M)",
     )
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -172,6 +181,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
         raise ValueError(f"--cache {args.cache} needs a K/V cache pool: --kv-cache-memory must be > 0")
     return dict(
         tokenizer=args.tokenizer,
+        smdm_size=args.smdm_size,
         dtype=args.dtype,
         device=args.device,
         kernels=args.kernels,

@@ -28,6 +28,7 @@ from models.registry import DEMO_MODEL_DIR, LoadedModel, load_model
 class EngineConfig:
     model: str | Path | None = None  # checkpoint directory; None: the shipped demo model
     tokenizer: str | Path | None = None  # tokenizer directory for releases that ship none (RADD, SMDM)
+    smdm_size: str | None = None  # Diff_LLaMA size of a bare SMDM file (None: from its name)
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     kernels: str = "auto"  # auto (triton on CUDA, torch on CPU) | triton | torch
@@ -91,6 +92,7 @@ class Engine:
             dtype=config.dtype,
             device=config.device,
             tokenizer=config.tokenizer,
+            smdm_size=config.smdm_size,
         )
         self.tokenizer = self.loaded.tokenizer
         self.model_config = self.loaded.config  # the family's own config (tests, benchmarks)

@@ -27,6 +27,7 @@ class LLM:
         model=None,
         *,
         tokenizer: str | None = None,
+        smdm_size: str | None = None,
         dtype: str = "auto",
         device: str = "auto",
         kernels: str = "auto",
@@ -40,6 +41,7 @@ class LLM:
             EngineConfig(
                 model=None if loaded else model,
                 tokenizer=tokenizer,
+                smdm_size=smdm_size,
                 dtype=dtype,
                 device=device,
                 kernels=kernels,

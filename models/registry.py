@@ -25,6 +25,8 @@ from models.llada_moe_config import LLaDAMoEConfig
 from models.loader import load_weights
 from models.radd import ARCHITECTURE as RADD_ARCHITECTURE
 from models.radd import RADDConfig, RADDModel, is_radd_config
+from models.smdm import SMDMModel
+from models.smdm_config import SMDMConfig
 from models.spec import ModelSpec
 from models.tokenizer import load_tokenizer, special_token_id
 
@@ -35,6 +37,9 @@ MODEL_REGISTRY = {
     "LLaDAMoEModelLM": (LLaDAMoEConfig, LLaDAMoEModel),
     "FusedLLaDAMoEModelLM": (LLaDAMoEConfig, LLaDAMoEModel),  # dInfer's fused experts
 }
+# A bare .safetensors file (no config.json) is SMDM, the one family released that way: its size
+# comes from the file name or --smdm-size (models/smdm_config.py).
+BARE_FILE_FAMILY = (SMDMConfig, SMDMModel)
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo"
 
@@ -71,8 +76,14 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def read_config(ckpt: Path):
-    """(family config, network class) of a checkpoint directory, dispatched on `architectures`."""
+def read_config(ckpt: Path, smdm_size: str | None = None):
+    """(family config, network class) of a checkpoint directory, dispatched on `architectures`, or
+    of a bare SMDM .safetensors file (`smdm_size`: its Diff_LLaMA size when the name does not say)."""
+    if ckpt.is_file() and ckpt.suffix == ".safetensors":
+        config_cls, model_cls = BARE_FILE_FAMILY
+        return config_cls.for_file(ckpt, smdm_size), model_cls
+    if smdm_size is not None:
+        raise CheckpointError(f"{ckpt}: --smdm-size applies only to a bare SMDM .safetensors file")
     if not ckpt.is_dir():
         raise CheckpointError(f"{ckpt}: model directory not found")
     raw = read_json(ckpt / "config.json")
@@ -91,14 +102,18 @@ def read_config(ckpt: Path):
 
 
 def load_model(
-    path: str | Path, dtype: str = "auto", device: str = "auto", tokenizer: str | Path | None = None
+    path: str | Path,
+    dtype: str = "auto",
+    device: str = "auto",
+    tokenizer: str | Path | None = None,
+    smdm_size: str | None = None,
 ) -> LoadedModel:
     """Load config, weights, tokenizer and generation defaults from a local checkpoint.
 
     `tokenizer`: a directory to load the tokenizer from, for releases that ship none (RADD, SMDM);
-    default: the checkpoint's own directory."""
+    default: the checkpoint's own directory. `smdm_size`: see `read_config`."""
     ckpt = Path(path)
-    config, model_cls = read_config(ckpt)
+    config, model_cls = read_config(ckpt, smdm_size)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     with torch.device("meta"):
