@@ -3,12 +3,15 @@
     python benchmarks/offline.py                       # random LLaDA-layout model, CPU, one thread
     python benchmarks/offline.py --cache none,prefix,dual --prompt-len 64 --max-tokens 256
     python benchmarks/offline.py --model models/demo   # any checkpoint directory
+    python benchmarks/offline.py --family dream        # a tiny random checkpoint of another family
     python benchmarks/offline.py --device cuda --llada-8b --kernels triton --cache none,dual
 
 The default model is a random checkpoint written to a temporary folder and loaded through the
 normal path: d_model 256, 4 layers, an embedding and LM head of 32000 rows (--d-model, --n-layers,
 --vocab-size), a small BPE tokenizer (ids past it decode to nothing; prompts are token ids).
-`--llada-8b` builds LLaDA-8B's shapes with random weights in bf16 on the device instead.
+`--llada-8b` builds LLaDA-8B's shapes with random weights in bf16 on the device instead. `--family
+NAME` writes that family's tiny random checkpoint in its release layout (models/writers/NAME.py:
+dream, llada_moe, radd, smdm) and loads it through the normal path.
 
 One row per (batch, cache mode): tokens/s, forwards/s, rows per forward, forward positions per
 generated token (sum of StepStats.num_tokens / generated tokens), speedup over cache "none" at the
@@ -22,6 +25,7 @@ the device named in both, rewritten after every batch size so that a run cut sho
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 import statistics
@@ -156,7 +160,7 @@ def measure_batch(llm: LLM, batch: int, args: argparse.Namespace) -> list[dict]:
     """Every cache mode at one batch size: a one-block warm-up each, then `args.repeats` rounds of
     one run per mode (interleaved, so that a drifting load on the machine hits every mode alike);
     each mode's row reports its median time."""
-    prompts = [[(7 * i + j) % 200 + 10 for j in range(args.prompt_len)] for i in range(batch)]
+    prompts = prompt_ids(batch, args.prompt_len, llm.engine.spec)
     tps = args.tokens_per_step
     steps = []
     llm.engine.step_listeners[:] = [steps.append]
@@ -172,6 +176,13 @@ def measure_batch(llm: LLM, batch: int, args: argparse.Namespace) -> list[dict]:
             times[cache].append(seconds)
             runs[cache] = (tokens, list(steps))
     return [result_row(llm, batch, cache, times[cache], *runs[cache], args) for cache in args.caches]
+
+
+def prompt_ids(batch: int, length: int, spec) -> list[list[int]]:
+    """Distinct token-id prompts inside the vocabulary, never the mask id."""
+    span = min(200, spec.vocab_size - 11)
+    ids = [[(7 * i + j) % span + 10 for j in range(length)] for i in range(batch)]
+    return [[t + 1 if t == spec.mask_token_id else t for t in row] for row in ids]
 
 
 def result_row(llm: LLM, batch: int, cache: str, times: list[float], tokens: int, steps, args) -> dict:
@@ -202,6 +213,7 @@ def parse_args(argv) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="checkpoint directory (default: a random model)")
     ap.add_argument("--llada-8b", action="store_true", help="random weights at LLaDA-8B shapes, bf16 (GPU)")
+    ap.add_argument("--family", default=None, choices=FAMILIES, help="tiny random checkpoint of a family")
     ap.add_argument("--d-model", type=int, default=256, help="random model: width")
     ap.add_argument("--n-layers", type=int, default=4, help="random model: layers")
     ap.add_argument("--vocab-size", type=int, default=32000, help="random model: embedding/LM-head rows")
@@ -229,19 +241,32 @@ def parse_args(argv) -> argparse.Namespace:
     return args
 
 
-def load(args: argparse.Namespace, tmp: Path):
-    """What LLM() takes: a LoadedModel (--llada-8b) or a checkpoint directory."""
+FAMILIES = ("dream", "llada_moe", "radd", "smdm")
+
+
+def load(args: argparse.Namespace, tmp: Path) -> tuple:
+    """What LLM() takes: a LoadedModel (--llada-8b) or a checkpoint path; and a tokenizer dir or None."""
     if args.llada_8b:
-        return random_llada_8b(args.device, torch.bfloat16)
+        return random_llada_8b(args.device, torch.bfloat16), None
     if args.model:
-        return args.model
-    return random_checkpoint(tmp, args.d_model, args.n_layers, args.vocab_size)
+        return args.model, None
+    if args.family:
+        writer = importlib.import_module(f"models.writers.{args.family}")
+        path = writer.write_tiny_checkpoint(tmp / args.family)
+        return path, writer.tokenizer_dir(path) if hasattr(writer, "tokenizer_dir") else None
+    return random_checkpoint(tmp, args.d_model, args.n_layers, args.vocab_size), None
 
 
 def describe(args: argparse.Namespace, llm: LLM) -> tuple[str, str]:
     """(file name stem, table header) of this run."""
     if args.llada_8b:
         what = "random LLaDA-8B shapes, bf16"
+    elif args.family:
+        spec = llm.engine.spec
+        what = (
+            f"tiny random {args.family} checkpoint ({spec.n_layers} layers, {spec.n_kv_heads} kv heads of "
+            f"{spec.head_dim}, vocab {spec.vocab_size})"
+        )
     elif args.model:
         what = args.model
     else:
@@ -256,6 +281,8 @@ def describe(args: argparse.Namespace, llm: LLM) -> tuple[str, str]:
     name = f"offline_{tag}_{llm.engine.ops.name}" + ("_llada8b" if args.llada_8b else "")
     if args.model:
         name += "_" + Path(args.model).name
+    if args.family:
+        name += "_" + args.family
     if args.tag:
         name += "_" + args.tag
     return name, header
@@ -269,7 +296,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        llm = LLM(load(args, Path(tmp)), device=args.device, kernels=args.kernels)
+        model, tokenizer = load(args, Path(tmp))
+        llm = LLM(model, tokenizer=tokenizer, device=args.device, kernels=args.kernels)
         name, header = describe(args, llm)
         results = []
         for batch in (int(b) for b in args.batches.split(",")):
