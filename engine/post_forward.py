@@ -19,7 +19,6 @@ What a step needs changes at two rates, and is built at that rate:
 
 from __future__ import annotations
 
-import array
 import itertools
 from dataclasses import dataclass
 
@@ -27,25 +26,9 @@ import torch
 
 from engine.outputs import Commit
 from engine.sampler import STREAM_REVEAL, RowParams, filter_logits, row_uniform, sample_candidates
+from engine.transfer import int_tensor, to_device
 from engine.unmasking import MODES, PolicyStep, choose, reveal_probability
 from kernels.counter_rng import mix64_int, row_keys
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor built this step, on `device`: through pinned memory without blocking on CUDA (the
-    caching host allocator keeps the pinned block until the copy is done), as is elsewhere."""
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
-
-
-def int_tensor(values) -> torch.Tensor:
-    """A host int64 tensor of Python ints from any iterable: through array('q'), a few times faster
-    than torch.tensor on the long lists a step builds (canvas ids, masked positions)."""
-    buffer = array.array("q", values)
-    if not buffer:
-        return torch.empty(0, dtype=torch.int64)
-    return torch.frombuffer(buffer, dtype=torch.int64)  # shares (and keeps alive) the array
 
 
 @dataclass
