@@ -105,20 +105,15 @@ class PostForward:
             reveal=reveal,
         )
         chosen = choose(policy_step, members.modes)
-        committed = torch.where(chosen, step.pad(tokens, -1), -1).tolist()  # the step's one transfer
-        logprobs = self._logprobs(requests, guided, tokens, step)
-        out = {}
-        for b, (req, row, n) in enumerate(zip(requests, committed, step.counts, strict=True)):
-            picks = [j for j in range(n) if row[j] >= 0]
-            lps = None if logprobs is None or logprobs[b] is None else [logprobs[b][j] for j in picks]
-            out[req.request_id] = Commit([req.masked[j] for j in picks], [row[j] for j in picks], lps)
-        return out
+        committed = torch.where(chosen, step.pad(tokens, -1), -1).cpu()  # the step's one transfer
+        logprobs = self._logprobs(requests, members, guided, tokens, step)
+        return _read_commits(requests, committed, logprobs)
 
     def _members(self, requests: list) -> _Members:
         """The settings of `requests`: the last step's when the requests are the same, in the same
         order; else packed again (one pass over the requests). used: "sampled" (temperature > 0),
         "random", "logits_eos_inf", "confidence_eos_eot_inf", "filters" (top_k/top_p/min_p narrow a
-        sampled row), and "top_k", "top_p", "min_p" (set on some request)."""
+        sampled row), and "top_k", "top_p", "min_p", "logprobs" (set on some request)."""
         key = tuple(requests)
         if self._last is not None and self._last.requests == key:
             return self._last
@@ -135,6 +130,7 @@ class PostForward:
                 ("top_k", p.top_k is not None),
                 ("top_p", p.top_p is not None),
                 ("min_p", p.min_p is not None),
+                ("logprobs", p.logprobs is not None),
             )
             used.update(name for name, on in flags if on)
             top_k = 0 if p.top_k in (None, -1) else p.top_k
@@ -167,12 +163,8 @@ class PostForward:
     def _step(self, requests: list, members: _Members, num_rows: int) -> _Step:
         counts = [len(r.masked) for r in requests]
         rows = [counts]
-        if "schedule" in members.modes:  # a block's last scheduled step commits every mask left
-            commit = [
-                n if r.step_in_block >= r.block_steps - 1 else min(r.num_to_commit(), n)
-                for r, n in zip(requests, counts, strict=True)
-            ]
-            rows.append(commit)
+        if "schedule" in members.modes:
+            rows.append([r.scheduled_commits() for r in requests])
         is_random = bool(members.used & {"sampled", "random"}) or "continuous" in members.modes
         if is_random:
             seeds = zip(members.seed_keys, requests, strict=True)
@@ -234,12 +226,12 @@ class PostForward:
             )
         return (*sample_candidates(guided, rows, self.stop_ids, self.ops, narrowed), keys)
 
-    def _logprobs(self, requests: list, guided: torch.Tensor, tokens: torch.Tensor, step: _Step):
+    def _logprobs(self, requests: list, members: _Members, guided, tokens: torch.Tensor, step: _Step):
         """Per request asking for them: per masked position j, (logprob of the candidate, [(token,
         logprob)] of the best `logprobs` tokens), all under the guided, un-tempered logits; else None."""
-        asked = [q.params.logprobs for q in requests]
-        if all(n is None for n in asked):
+        if "logprobs" not in members.used:
             return None
+        asked = [q.params.logprobs for q in requests]
         top_n = max(n or 0 for n in asked)
         log_probs = torch.log_softmax(guided, dim=-1)  # fp32; one source for chosen and alternatives
         chosen_lp = log_probs.gather(1, tokens[:, None]).squeeze(1).tolist()
@@ -257,3 +249,22 @@ class PostForward:
             alts = [list(zip(top_ids[i][:n], top_values[i][:n], strict=True)) if n else [] for i in rows]
             out.append([(chosen_lp[i], alts[k]) for k, i in enumerate(rows)])
         return out
+
+
+def _read_commits(requests: list, committed: torch.Tensor, logprobs: list | None) -> dict[str, Commit]:
+    """committed [B, W] host tensor (token, or -1) -> each request's Commit. Python visits only the
+    committed entries (a few per request), not every masked position."""
+    out = {}
+    for b, req in enumerate(requests):
+        lps = None if logprobs is None or logprobs[b] is None else []
+        out[req.request_id] = Commit([], [], lps)
+    is_committed = committed >= 0
+    where = is_committed.nonzero().tolist()  # [[b, j], ...], row-major like the tokens below
+    for (b, j), token in zip(where, committed[is_committed].tolist(), strict=True):
+        req = requests[b]
+        commit = out[req.request_id]
+        commit.positions.append(req.masked[j])
+        commit.tokens.append(token)
+        if commit.logprobs is not None:
+            commit.logprobs.append(logprobs[b][j])
+    return out

@@ -113,6 +113,14 @@ class Request:
         """Tokens the exact schedule commits at this step."""
         return self.commits_at(self.step_in_block)
 
+    def scheduled_commits(self) -> int:
+        """Tokens the exact mode commits now: the schedule's count, capped by the masks left, and
+        every mask left at the block's last scheduled step (so a block always closes on time)."""
+        n = len(self.masked)
+        if self.step_in_block >= self._plan[1] - 1:
+            return n
+        return min(self.commits_at(self.step_in_block), n)
+
     @property
     def canvas_len(self) -> int:
         return self.prompt_len + self.params.max_tokens

@@ -60,6 +60,17 @@ def test_block_schedule_spreads_the_remainder_first():
     assert [short.params.steps_for_block(b) for b in range(3)] == [2, 1, 1]
 
 
+def test_scheduled_commits_are_capped_and_the_last_step_takes_the_rest():
+    req = make("a", max_tokens=10, steps=4, block_length=10)  # schedule 3, 3, 2, 2
+    assert req.scheduled_commits() == 3
+    req.commit([req.prompt_len + i for i in range(9)], [1] * 9)  # a parallel mode took 9 at once
+    assert req.scheduled_commits() == 1  # capped by the one mask left
+    req = make("b", max_tokens=10, steps=4, block_length=10)
+    for _ in range(3):
+        req.commit([], [])  # steps that committed nothing (a mixed batch)
+    assert req.scheduled_commits() == 10  # the block's last step commits every mask left
+
+
 def test_admission_respects_max_num_seqs_and_token_budget():
     sched = Scheduler(max_num_seqs=2, max_num_batched_tokens=40, stop_token_ids=(EOS, EOT))
     for rid in "abc":
