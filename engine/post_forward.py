@@ -61,7 +61,7 @@ class _Step:
     max_commit: int  # the largest schedule commit count (0 without schedule requests)
     req_of_row: torch.Tensor  # [M] int64
     pad_index: torch.Tensor | None  # [M] int64: row -> b * W + j; None when every m_b = W
-    num_masked: torch.Tensor  # [B] int64
+    valid: torch.Tensor  # [B, W] bool: j < m_b
     num_commit: torch.Tensor  # [B] int64: schedule commits now
     keys: torch.Tensor | None  # [B] int64: random key of (seed, step); None when nothing is random
     reveal: torch.Tensor | None  # [B] float64: continuous reveal probability; None without those
@@ -87,8 +87,7 @@ class PostForward:
         members = self._members(requests)
         step = self._step(requests, members, guided.shape[0])
         tokens, confidence, keys = self._candidates(requests, guided, members, step)
-        valid = torch.arange(step.width, device=self.device)[None, :] < step.num_masked[:, None]
-        reveal = valid
+        reveal = step.valid
         if "continuous" in members.modes:
             reveal = step.pad(row_uniform(keys, STREAM_REVEAL), 2.0) < step.reveal[:, None]
         # A valid position at -inf (an EOS/EoT candidate under confidence_eos_eot_inf) must still rank
@@ -96,7 +95,7 @@ class PostForward:
         lowest = torch.finfo(confidence.dtype).min
         policy_step = PolicyStep(
             confidence=step.pad(confidence.nan_to_num(neginf=lowest), float("-inf")),
-            valid=valid,
+            valid=step.valid,
             mode=members.mode,
             num_commit=step.num_commit,
             max_commit=step.max_commit,
@@ -169,21 +168,24 @@ class PostForward:
         if is_random:
             seeds = zip(members.seed_keys, requests, strict=True)
             rows.append([mix64_int(key + r.num_steps) for key, r in seeds])
-        ints = to_device(torch.tensor(rows, dtype=torch.int64), self.device)
+        columns = to_device(torch.tensor(rows, dtype=torch.int64), self.device).unbind(0)
         reveal = None
         if "continuous" in members.modes:
             probs = [reveal_probability(r) if r.params.mode == "continuous" else 0.0 for r in requests]
             reveal = to_device(torch.tensor(probs, dtype=torch.float64), self.device)
-        num_masked = ints[0]
+        num_masked = columns[0]
         width = max(counts)
         req_of_row = torch.repeat_interleave(
             torch.arange(len(requests), device=self.device), num_masked, output_size=num_rows
         )
-        pad_index = None
-        if min(counts) < width:
+        if min(counts) == width:  # no padding: [M] is [B, W] already
+            pad_index = None
+            valid = torch.ones((len(requests), width), dtype=torch.bool, device=self.device)
+        else:
             starts = torch.cumsum(num_masked, 0) - num_masked
             within = torch.arange(num_rows, device=self.device) - starts[req_of_row]
             pad_index = req_of_row * width + within
+            valid = torch.arange(width, device=self.device)[None, :] < num_masked[:, None]
         scheduled = "schedule" in members.modes
         return _Step(
             counts=counts,
@@ -191,9 +193,9 @@ class PostForward:
             max_commit=max(rows[1]) if scheduled else 0,
             req_of_row=req_of_row,
             pad_index=pad_index,
-            num_masked=num_masked,
-            num_commit=ints[1] if scheduled else num_masked,  # read by the schedule policy only
-            keys=ints[-1] if is_random else None,
+            valid=valid,
+            num_commit=columns[1] if scheduled else num_masked,  # read by the schedule policy only
+            keys=columns[-1] if is_random else None,
             reveal=reveal,
         )
 

@@ -12,7 +12,7 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     caching host allocator keeps the pinned block until the copy is done), as is elsewhere."""
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
+    return tensor if device.type == "cpu" else tensor.to(device)
 
 
 def int_tensor(values) -> torch.Tensor:
