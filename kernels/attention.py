@@ -49,8 +49,8 @@ import triton.language as tl
 from kernels import _device
 from kernels._cast import INTERPRET, cast_rne
 
-# Scores (queries x keys x heads) one SDPA call of the reference may hold: 64 MiB in fp32.
-MAX_CHUNK_SCORES = 1 << 24
+# Scores (queries x keys x heads) one SDPA call of the reference may hold: 256 MiB in fp32.
+MAX_CHUNK_SCORES = 1 << 26
 
 
 def _sdpa_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
