@@ -69,7 +69,10 @@ class LLM:
         if prompts is not None:
             prompts = [prompts] if isinstance(prompts, str) else list(prompts)
             if self.tokenizer is None:
-                raise ValueError("this checkpoint has no tokenizer: pass prompt_token_ids")
+                raise ValueError(
+                    "this checkpoint has no tokenizer: pass prompt_token_ids, or a tokenizer directory "
+                    "(LLM(tokenizer=DIR), --tokenizer DIR)"
+                )
             encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
             return self._run(encoded, sampling_params, prompts, use_tqdm)
         return self._run([list(p) for p in prompt_token_ids], sampling_params, None, use_tqdm)

@@ -138,8 +138,14 @@ class SamplingParams:
         merged["logits_eos_inf"] = bool(merged["logits_eos_inf"])
         merged["confidence_eos_eot_inf"] = bool(merged["confidence_eos_eot_inf"])
         if self.threshold is not None or self.factor is not None:
-            # A request that picks one parallel mode must not inherit the other from the checkpoint.
+            # A request that picks one parallel mode must not inherit the other from the checkpoint,
+            # nor a continuous-time default sampler (RADD's), which combines with neither.
             merged["threshold"], merged["factor"] = self.threshold, self.factor
+            if self.sampler is None:
+                merged["sampler"] = "exact"
+        elif self.sampler == "continuous":
+            # ... and a request that picks the continuous sampler does not inherit parallel decoding.
+            merged["threshold"] = merged["factor"] = None
         if merged["block_length"] is None or merged["block_length"] > merged["max_tokens"]:
             merged["block_length"] = merged["max_tokens"]
         if self.steps is None and defaults and defaults.get("steps") and defaults.get("max_tokens"):

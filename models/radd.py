@@ -66,7 +66,8 @@ class RADDConfig:
 
     def model_spec(self) -> ModelSpec:
         """Logits over the `tokens` classes (mask channel dropped), no time input (the exact reuse of
-        an unchanged canvas's output holds), no chat template."""
+        an unchanged canvas's output holds), no chat template; RADD's own sampler (continuous time,
+        with that reuse) is the default."""
         return ModelSpec(
             family="radd",
             mask_token_id=self.mask_token_id,
@@ -76,6 +77,7 @@ class RADDConfig:
             n_layers=self.n_blocks,
             n_kv_heads=self.n_heads,
             head_dim=self.head_dim,
+            sampling_defaults={"sampler": "continuous"},
         )
 
     @classmethod

@@ -138,7 +138,7 @@ def load_model(
         device=dev,
         dtype=dt,
         spec=replace(spec, stop_token_ids=stop_ids(spec, tok, gen)),
-        generation_defaults=gen,
+        generation_defaults={**spec.sampling_defaults, **gen},
     )
 
 

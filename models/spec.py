@@ -11,11 +11,13 @@ and its network class (an nn.Module built from that config) provides:
     forward(batch: PackedBatch, ops, logits_index) -> logits [M, spec.vocab_size]
     rope_tables(max_position, device)                  (built once by the runner for the admitted length)
     checkpoint_layout() -> {checkpoint key: Target}    (how the released files map onto the parameters)
+A config may also provide `with_tokenizer(tokenizer) -> config`, called once the tokenizer is loaded,
+for families whose special ids may come from the tokenizer (LLaDA-MoE's mask and EOS fallbacks).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class ModelSpec:
     stop_texts: tuple[str, ...] = ()
     # Every id that ends an answer, EOS first (filled at load from the config, tokenizer, generation_config).
     stop_token_ids: tuple[int, ...] = ()
+    # The family's own sampling defaults (SamplingParams field -> value), under generation_config.json's:
+    # e.g. RADD, released without one, samples with its continuous sampler.
+    sampling_defaults: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

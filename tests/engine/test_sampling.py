@@ -51,6 +51,20 @@ def test_defaults_come_from_the_checkpoint_then_builtins():
     assert SamplingParams(stop="x").stop == ["x"]
 
 
+def test_a_chosen_decoding_mode_does_not_inherit_a_conflicting_default():
+    """A family whose default is the continuous sampler (RADD) still takes threshold requests, and a
+    checkpoint defaulting to threshold decoding still takes continuous-sampler requests."""
+    radd = {"sampler": "continuous"}
+    assert SamplingParams().resolve(radd).sampler == "continuous"
+    p = SamplingParams(threshold=0.9).resolve(radd)
+    assert (p.sampler, p.threshold) == ("exact", 0.9)
+    with pytest.raises(ValueError, match="continuous sampler does not combine"):
+        SamplingParams(threshold=0.9, sampler="continuous").resolve(radd)
+    q = SamplingParams(sampler="continuous").resolve({"threshold": 0.8})
+    assert (q.sampler, q.threshold, q.factor) == ("continuous", None, None)
+    assert SamplingParams().resolve({"threshold": 0.8}).threshold == 0.8
+
+
 def test_checkpoint_steps_scale_with_max_tokens():
     """generation_config's steps go with its max_tokens: a longer answer keeps the tokens per step."""
     gen_config = {"max_tokens": 24, "block_length": 8, "steps": 12}  # two tokens per step

@@ -255,7 +255,13 @@ def test_exact_sampler_and_approximate_caches_generate(llm):
             prompt_token_ids=[ids] * 3,
             sampling_params=[
                 SamplingParams(
-                    max_tokens=16, steps=steps, block_length=8, temperature=0.0, ignore_eos=True, cache=c
+                    max_tokens=16,
+                    steps=steps,
+                    block_length=8,
+                    temperature=0.0,
+                    ignore_eos=True,
+                    cache=c,
+                    sampler="exact",  # not the family's default (continuous)
                 )
                 for c in ("none", "prefix", "dual")
             ],
@@ -267,6 +273,16 @@ def test_exact_sampler_and_approximate_caches_generate(llm):
     # One step a block: each is a block-entry refresh (a full forward) in every mode, so all agree.
     none, prefix, dual = run(2)
     assert none.token_ids == prefix.token_ids == dual.token_ids
+
+
+def test_the_family_default_is_radds_continuous_sampler(llm):
+    assert llm.engine.default_params["sampler"] == "continuous"
+    out = llm.generate(
+        prompt_token_ids=[[5, 6, 7]], sampling_params=SamplingParams(max_tokens=16, steps=64, ignore_eos=True)
+    )[0]
+    assert len(out.token_ids) == 16 and out.num_forward_passes < 64  # steps that reveal nothing reuse
+    threshold = llm.generate(prompt_token_ids=[[5, 6, 7]], sampling_params=SamplingParams(threshold=0.9))
+    assert threshold[0].finish_reason in ("stop", "length")  # a parallel-decoding request still runs
 
 
 def test_chat_is_refused(llm):
