@@ -31,7 +31,7 @@ Records per S: every sequence's NFE (RequestOutput.num_forward_passes), their me
 deviation, E-NFE and its standard deviation, the z-score of the mean, the steps the engine ran and
 the wall time; the run fails (exit 1) when a mean is more than 4 standard errors from E-NFE. Writes
 OUT/radd_enfe.{json,md} with the device name and, unless --no-plot, OUT/radd_enfe.png (matplotlib:
-`pip install matplotlib`).
+`pip install -e ".[bench]"`).
 """
 
 from __future__ import annotations
