@@ -10,9 +10,9 @@ Rows: request b owns rows start_b .. start_b + m_b - 1 of the logits, one per ma
 active block (`Request.masked`, ascending); W = max m_b.
 
 What a step needs changes at two rates, and is built at that rate:
-- `_Members`, per membership: every request's settings as device tensors [B], and which modes and
-  settings the batch uses. Kept across steps; rebuilt only when the step's list of requests differs
-  from the last one (a request joined, left, or moved between the forward and reuse lists).
+- `BatchSettings`, per membership: every request's settings as device tensors [B], and which modes and
+  settings the batch uses, from the runner-owned `RequestTable` (engine/request_table.py), where each
+  request's settings are written once; kept across steps while the requests stay the same.
 - `_Step`, per step: masked counts, the schedule's commit counts, the random keys of (seed, step),
   the continuous sampler's reveal probabilities: one small host tensor, and the row -> request maps.
 """
@@ -25,31 +25,11 @@ from dataclasses import dataclass
 import torch
 
 from engine.outputs import Commit
+from engine.request_table import BatchSettings, RequestTable
 from engine.sampler import STREAM_REVEAL, RowParams, filter_logits, row_uniform, sample_candidates
 from engine.transfer import int_tensor, to_device
-from engine.unmasking import MODES, PolicyStep, choose, reveal_probability
+from engine.unmasking import PolicyStep, choose, reveal_probability
 from kernels.counter_rng import mix64_int, row_keys
-
-
-@dataclass
-class _Members:
-    """The step's requests and their settings, [B] tensors on the device (see the module docstring)."""
-
-    requests: tuple  # in row order; compared by identity
-    modes: set[str]  # unmasking policies used
-    used: set[str]  # settings some request uses, see `_members`
-    max_top_k: int  # the largest top_k asked for (0: none)
-    seed_keys: list[int]  # mix64_int(seed) per request: the step's key is mix64_int(it + step)
-    mode: torch.Tensor  # int64, index into MODES
-    eos_ban: torch.Tensor  # bool: logits_eos_inf
-    stop_ban: torch.Tensor  # bool: confidence_eos_eot_inf
-    random_confidence: torch.Tensor  # bool: `random` remasking
-    top_k: torch.Tensor  # int64 (0: off)
-    temperature: torch.Tensor  # fp32
-    threshold: torch.Tensor  # fp32
-    factor: torch.Tensor  # fp32
-    top_p: torch.Tensor  # float64 (1: off)
-    min_p: torch.Tensor  # float64 (0: off)
 
 
 @dataclass
@@ -80,15 +60,15 @@ class PostForward:
         self.device = device
         self.eos_token_id = eos_token_id
         self.stop_ids = torch.tensor(stop_token_ids, dtype=torch.int64, device=device)
-        self._last: _Members | None = None  # the last step's, reused while its requests step on
+        self.table = RequestTable(device)  # the running requests' settings, kept across steps
 
     def commits(self, requests: list, guided: torch.Tensor) -> dict[str, Commit]:
         """requests: those taking the step, in row order; guided [M, V] fp32 (modified in place)."""
-        members = self._members(requests)
-        step = self._step(requests, members, guided.shape[0])
-        tokens, confidence, keys = self._candidates(requests, guided, members, step)
+        settings = self.table.settings(requests)
+        step = self._step(requests, settings, guided.shape[0])
+        tokens, confidence, keys = self._candidates(requests, guided, settings, step)
         reveal = step.valid
-        if "continuous" in members.modes:
+        if "continuous" in settings.modes:
             reveal = step.pad(row_uniform(keys, STREAM_REVEAL), 2.0) < step.reveal[:, None]
         # A valid position at -inf (an EOS/EoT candidate under confidence_eos_eot_inf) must still rank
         # above padding, or top-k could pick padding and commit fewer tokens than the schedule says.
@@ -96,81 +76,30 @@ class PostForward:
         policy_step = PolicyStep(
             confidence=step.pad(confidence.nan_to_num(neginf=lowest), float("-inf")),
             valid=step.valid,
-            mode=members.mode,
+            mode=settings.mode,
             num_commit=step.num_commit,
             max_commit=step.max_commit,
-            threshold=members.threshold,
-            factor=members.factor,
+            threshold=settings.threshold,
+            factor=settings.factor,
             reveal=reveal,
         )
-        chosen = choose(policy_step, members.modes)
+        chosen = choose(policy_step, settings.modes)
         committed = torch.where(chosen, step.pad(tokens, -1), -1).cpu()  # the step's one transfer
-        logprobs = self._logprobs(requests, members, guided, tokens, step)
+        logprobs = self._logprobs(requests, settings, guided, tokens, step)
         return _read_commits(requests, committed, logprobs)
 
-    def _members(self, requests: list) -> _Members:
-        """The settings of `requests`: the last step's when the requests are the same, in the same
-        order; else packed again (one pass over the requests). used: "sampled" (temperature > 0),
-        "random", "logits_eos_inf", "confidence_eos_eot_inf", "filters" (top_k/top_p/min_p narrow a
-        sampled row), and "top_k", "top_p", "min_p", "logprobs" (set on some request)."""
-        key = tuple(requests)
-        if self._last is not None and self._last.requests == key:
-            return self._last
-        ints, floats, modes, used, seed_keys = [], [], set(), set(), []
-        for req in requests:
-            p = req.params
-            modes.add(p.mode)
-            flags = (
-                ("sampled", p.temperature > 0),
-                ("random", p.remasking == "random"),
-                ("logits_eos_inf", p.logits_eos_inf),
-                ("confidence_eos_eot_inf", p.confidence_eos_eot_inf),
-                ("filters", p.filters_tokens),
-                ("top_k", p.top_k is not None),
-                ("top_p", p.top_p is not None),
-                ("min_p", p.min_p is not None),
-                ("logprobs", p.logprobs is not None),
-            )
-            used.update(name for name, on in flags if on)
-            top_k = 0 if p.top_k in (None, -1) else p.top_k
-            random = p.remasking == "random"
-            ints.append((MODES.index(p.mode), p.logits_eos_inf, p.confidence_eos_eot_inf, random, top_k))
-            top_p = 1.0 if p.top_p is None else p.top_p
-            floats.append((p.temperature, p.threshold or 0.0, p.factor or 0.0, top_p, p.min_p or 0.0))
-            seed_keys.append(mix64_int(req.seed))
-        i = to_device(torch.tensor(ints, dtype=torch.int64).T.contiguous(), self.device)
-        f = to_device(torch.tensor(floats, dtype=torch.float64).T.contiguous(), self.device)
-        self._last = _Members(
-            requests=key,
-            modes=modes,
-            used=used,
-            max_top_k=max(t[4] for t in ints),
-            seed_keys=seed_keys,
-            mode=i[0],
-            eos_ban=i[1].bool(),
-            stop_ban=i[2].bool(),
-            random_confidence=i[3].bool(),
-            top_k=i[4],
-            temperature=f[0].float(),
-            threshold=f[1].float(),
-            factor=f[2].float(),
-            top_p=f[3],
-            min_p=f[4],
-        )
-        return self._last
-
-    def _step(self, requests: list, members: _Members, num_rows: int) -> _Step:
+    def _step(self, requests: list, settings: BatchSettings, num_rows: int) -> _Step:
         counts = [len(r.masked) for r in requests]
         rows = [counts]
-        if "schedule" in members.modes:
+        if "schedule" in settings.modes:
             rows.append([r.scheduled_commits() for r in requests])
-        is_random = bool(members.used & {"sampled", "random"}) or "continuous" in members.modes
+        is_random = bool(settings.used & {"sampled", "random"}) or "continuous" in settings.modes
         if is_random:
-            seeds = zip(members.seed_keys, requests, strict=True)
+            seeds = zip(settings.seed_keys, requests, strict=True)
             rows.append([mix64_int(key + r.num_steps) for key, r in seeds])
         columns = to_device(torch.tensor(rows, dtype=torch.int64), self.device).unbind(0)
         reveal = None
-        if "continuous" in members.modes:
+        if "continuous" in settings.modes:
             probs = [reveal_probability(r) if r.params.mode == "continuous" else 0.0 for r in requests]
             reveal = to_device(torch.tensor(probs, dtype=torch.float64), self.device)
         num_masked = columns[0]
@@ -186,7 +115,7 @@ class PostForward:
             within = torch.arange(num_rows, device=self.device) - starts[req_of_row]
             pad_index = req_of_row * width + within
             valid = torch.arange(width, device=self.device)[None, :] < num_masked[:, None]
-        scheduled = "schedule" in members.modes
+        scheduled = "schedule" in settings.modes
         return _Step(
             counts=counts,
             width=width,
@@ -199,21 +128,21 @@ class PostForward:
             reveal=reveal,
         )
 
-    def _candidates(self, requests: list, guided: torch.Tensor, members: _Members, step: _Step):
+    def _candidates(self, requests: list, guided: torch.Tensor, settings: BatchSettings, step: _Step):
         """(tokens, confidence, random keys) [M] of every row."""
-        r, used = step.req_of_row, members.used
+        r, used = step.req_of_row, settings.used
         if step.keys is not None:
             positions = int_tensor(itertools.chain.from_iterable(q.masked for q in requests))
             keys = row_keys(step.keys[r], to_device(positions, self.device))
         else:  # nothing random this step: the keys would go unused
             keys = torch.zeros(len(r), dtype=torch.int64, device=self.device)
         if "logits_eos_inf" in used:
-            guided[:, self.eos_token_id].masked_fill_(members.eos_ban[r], float("-inf"))
+            guided[:, self.eos_token_id].masked_fill_(settings.eos_ban[r], float("-inf"))
         rows = RowParams(
             keys=keys,
-            temperature=members.temperature[r],
-            random_confidence=members.random_confidence[r] if "random" in used else None,
-            ban_stop_confidence=members.stop_ban[r] if "confidence_eos_eot_inf" in used else None,
+            temperature=settings.temperature[r],
+            random_confidence=settings.random_confidence[r] if "random" in used else None,
+            ban_stop_confidence=settings.stop_ban[r] if "confidence_eos_eot_inf" in used else None,
         )
         narrowed = None
         if "filters" in used:
@@ -221,17 +150,17 @@ class PostForward:
             narrowed = filter_logits(
                 guided,
                 rows.temperature,
-                members.top_k[r] if "top_k" in used else None,
-                members.top_p[r] if "top_p" in used else None,
-                members.min_p[r] if "min_p" in used else None,
-                max_k=members.max_top_k,
+                settings.top_k[r] if "top_k" in used else None,
+                settings.top_p[r] if "top_p" in used else None,
+                settings.min_p[r] if "min_p" in used else None,
+                max_k=settings.max_top_k,
             )
         return (*sample_candidates(guided, rows, self.stop_ids, self.ops, narrowed), keys)
 
-    def _logprobs(self, requests: list, members: _Members, guided, tokens: torch.Tensor, step: _Step):
+    def _logprobs(self, requests: list, settings: BatchSettings, guided, tokens: torch.Tensor, step: _Step):
         """Per request asking for them: per masked position j, (logprob of the candidate, [(token,
         logprob)] of the best `logprobs` tokens), all under the guided, un-tempered logits; else None."""
-        if "logprobs" not in members.used:
+        if "logprobs" not in settings.used:
             return None
         asked = [q.params.logprobs for q in requests]
         top_n = max(n or 0 for n in asked)
