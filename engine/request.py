@@ -143,8 +143,11 @@ class Request:
         if positions:
             for p, t in zip(positions, tokens, strict=True):
                 self.canvas[p] = t
-            done = set(positions)
-            self.masked = [p for p in self.masked if p not in done]
+            if len(positions) == 1:  # the common case: one token per step
+                self.masked.remove(positions[0])
+            else:
+                done = set(positions)
+                self.masked = [p for p in self.masked if p not in done]
             self.canvas_version += 1
         self.step_in_block += 1
         self.num_steps += 1
@@ -165,4 +168,4 @@ class Request:
 
     @property
     def is_finished(self) -> bool:
-        return self.status.is_finished
+        return self.status >= RequestStatus.FINISHED_STOPPED  # RequestStatus.is_finished, inlined

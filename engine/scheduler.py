@@ -97,7 +97,7 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         """Admit waiting requests in arrival order while they fit (positions per step, and K/V pages
         for cached ones), then step every running one."""
-        used = sum(_cost(r) for r in self.running)
+        used = sum(_cost(r) for r in self.running) if self.waiting else 0  # only admission reads it
         while self.waiting and len(self.running) < self.max_num_seqs:
             head = self.waiting[0]
             if used + _cost(head) > self.max_num_batched_tokens:
@@ -120,19 +120,21 @@ class Scheduler:
 
     def update(self, sched: SchedulerOutput, step: StepOutput) -> list[RequestOutput]:
         """Commit each request's tokens; return an output for every request that closed a block."""
-        outputs = []
+        outputs, finished = [], []
         for req in sched.forward + sched.reuse:
-            if req.is_finished:  # aborted while its step ran
+            if req.is_finished:  # aborted while its step ran (abort took it out of `running`)
                 continue
             commit = step.commits[req.request_id]
             req.commit(commit.positions, commit.tokens, commit.logprobs)
             if req.is_block_done():
                 self._close_block(req)
                 outputs.append(self._output(req))
-        for req in self.running:
-            if req.is_finished:
+                if req.is_finished:
+                    finished.append(req)
+        if finished:
+            for req in finished:
                 self._release(req)
-        self.running = [r for r in self.running if not r.is_finished]
+            self.running = [r for r in self.running if not r.is_finished]
         return outputs
 
     def _close_block(self, req: Request) -> None:
