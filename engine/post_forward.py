@@ -39,12 +39,17 @@ class _Step:
     counts: list[int]  # masked positions per request
     width: int  # W
     max_commit: int  # the largest schedule commit count (0 without schedule requests)
-    req_of_row: torch.Tensor  # [M] int64
+    num_rows: int  # M
+    num_masked: torch.Tensor  # [B] int64: m_b
     pad_index: torch.Tensor | None  # [M] int64: row -> b * W + j; None when every m_b = W
     valid: torch.Tensor  # [B, W] bool: j < m_b
     num_commit: torch.Tensor  # [B] int64: schedule commits now
     keys: torch.Tensor | None  # [B] int64: random key of (seed, step); None when nothing is random
     reveal: torch.Tensor | None  # [B] float64: continuous reveal probability; None without those
+
+    def per_row(self, values: torch.Tensor) -> torch.Tensor:
+        """[B] -> [M]: each request's value on each of its rows."""
+        return torch.repeat_interleave(values, self.num_masked, output_size=self.num_rows)
 
     def pad(self, values: torch.Tensor, fill) -> torch.Tensor:
         """[M] -> [B, W], `fill` where no row."""
@@ -104,23 +109,22 @@ class PostForward:
             reveal = to_device(torch.tensor(probs, dtype=torch.float64), self.device)
         num_masked = columns[0]
         width = max(counts)
-        req_of_row = torch.repeat_interleave(
-            torch.arange(len(requests), device=self.device), num_masked, output_size=num_rows
-        )
         if min(counts) == width:  # no padding: [M] is [B, W] already
             pad_index = None
             valid = torch.ones((len(requests), width), dtype=torch.bool, device=self.device)
-        else:
-            starts = torch.cumsum(num_masked, 0) - num_masked
-            within = torch.arange(num_rows, device=self.device) - starts[req_of_row]
-            pad_index = req_of_row * width + within
+        else:  # row i (request b's rows start at start_b) -> b * W + i - start_b
+            starts = num_masked.cumsum(0) - num_masked
+            shift = torch.arange(len(requests), device=self.device) * width - starts
+            rows_at = torch.arange(num_rows, device=self.device)
+            pad_index = rows_at + torch.repeat_interleave(shift, num_masked, output_size=num_rows)
             valid = torch.arange(width, device=self.device)[None, :] < num_masked[:, None]
         scheduled = "schedule" in settings.modes
         return _Step(
             counts=counts,
             width=width,
             max_commit=max(rows[1]) if scheduled else 0,
-            req_of_row=req_of_row,
+            num_rows=num_rows,
+            num_masked=num_masked,
             pad_index=pad_index,
             valid=valid,
             num_commit=columns[1] if scheduled else num_masked,  # read by the schedule policy only
@@ -130,19 +134,19 @@ class PostForward:
 
     def _candidates(self, requests: list, guided: torch.Tensor, settings: BatchSettings, step: _Step):
         """(tokens, confidence, random keys) [M] of every row."""
-        r, used = step.req_of_row, settings.used
+        per_row, used = step.per_row, settings.used
         if step.keys is not None:
             positions = int_tensor(itertools.chain.from_iterable(q.masked for q in requests))
-            keys = row_keys(step.keys[r], to_device(positions, self.device))
+            keys = row_keys(per_row(step.keys), to_device(positions, self.device))
         else:  # nothing random this step: the keys would go unused
-            keys = torch.zeros(len(r), dtype=torch.int64, device=self.device)
+            keys = torch.zeros(step.num_rows, dtype=torch.int64, device=self.device)
         if "logits_eos_inf" in used:
-            guided[:, self.eos_token_id].masked_fill_(settings.eos_ban[r], float("-inf"))
+            guided[:, self.eos_token_id].masked_fill_(per_row(settings.eos_ban), float("-inf"))
         rows = RowParams(
             keys=keys,
-            temperature=settings.temperature[r],
-            random_confidence=settings.random_confidence[r] if "random" in used else None,
-            ban_stop_confidence=settings.stop_ban[r] if "confidence_eos_eot_inf" in used else None,
+            temperature=per_row(settings.temperature),
+            random_confidence=per_row(settings.random_confidence) if "random" in used else None,
+            ban_stop_confidence=per_row(settings.stop_ban) if "confidence_eos_eot_inf" in used else None,
         )
         narrowed = None
         if "filters" in used:
@@ -150,9 +154,9 @@ class PostForward:
             narrowed = filter_logits(
                 guided,
                 rows.temperature,
-                settings.top_k[r] if "top_k" in used else None,
-                settings.top_p[r] if "top_p" in used else None,
-                settings.min_p[r] if "min_p" in used else None,
+                per_row(settings.top_k) if "top_k" in used else None,
+                per_row(settings.top_p) if "top_p" in used else None,
+                per_row(settings.min_p) if "min_p" in used else None,
                 max_k=settings.max_top_k,
             )
         return (*sample_candidates(guided, rows, self.stop_ids, self.ops, narrowed), keys)
