@@ -254,6 +254,33 @@ def test_mixed_batch_matches_each_request_alone(llm):
     assert llm.engine.kv_cache.allocator.num_used == 0
 
 
+def test_requests_joining_a_running_batch_get_the_tokens_they_get_alone(tiny_ckpt):
+    """With room for three at a time, requests join as others finish: the runner's kept state (the
+    settings table's slots, the forward's layout) follows every join and leave."""
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", kernels="torch", kv_cache_memory=0.01, max_num_seqs=3)
+    prompts = [[5, 6], [77] * 11, [9, 9, 8], [14, 13, 12, 11], [60] * 6, [33, 34], [21, 22, 23]]
+    params = [
+        SamplingParams(max_tokens=4, steps=4, block_length=4, ignore_eos=True),
+        SamplingParams(max_tokens=12, steps=12, block_length=4, cache="dual", cfg_scale=1.0, ignore_eos=True),
+        SamplingParams(max_tokens=6, block_length=3, threshold=0.5, temperature=0.8, seed=2, ignore_eos=True),
+        SamplingParams(max_tokens=8, steps=8, block_length=4, cache="prefix", remasking="random", seed=7),
+        SamplingParams(
+            max_tokens=10, steps=30, block_length=5, sampler="continuous", seed=1, ignore_eos=True
+        ),
+        SamplingParams(
+            max_tokens=5, steps=5, block_length=5, top_k=3, temperature=1.0, seed=3, ignore_eos=True
+        ),
+        SamplingParams(max_tokens=8, block_length=4, factor=1.0, cache="dual", ignore_eos=True),
+    ]
+    alone = [
+        llm.generate(prompt_token_ids=[p], sampling_params=s)[0].token_ids
+        for p, s in zip(prompts, params, strict=True)
+    ]
+    together = llm.generate(prompt_token_ids=prompts, sampling_params=params)
+    assert [o.token_ids for o in together] == alone
+    assert llm.engine.kv_cache.allocator.num_used == 0
+
+
 def test_demo_model_matches_fastdllm():
     llm = LLM(DEMO_MODEL_DIR, device="cpu", dtype="float32", kernels="torch", kv_cache_memory=0.01)
     tok = llm.engine.tokenizer
