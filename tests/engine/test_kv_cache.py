@@ -226,6 +226,16 @@ def test_forward_positions_shrink_with_the_cache(llm):
     assert totals["prefix"] == 4 * canvas + 7 * sum(canvas - (len(PROMPTS[2]) + 8 * b) for b in range(4))
 
 
+def _assert_batch_matches_each_alone(llm, prompts, params):
+    alone = [
+        llm.generate(prompt_token_ids=[p], sampling_params=s)[0].token_ids
+        for p, s in zip(prompts, params, strict=True)
+    ]
+    together = llm.generate(prompt_token_ids=prompts, sampling_params=params)
+    assert [o.token_ids for o in together] == alone
+    assert llm.engine.kv_cache.allocator.num_used == 0
+
+
 def test_mixed_batch_matches_each_request_alone(llm):
     """Cached and uncached requests, every unmasking mode, lengths, block sizes, guidance and seeded
     sampling share forwards and one batched post-forward; each gets the tokens it gets alone."""
@@ -245,13 +255,7 @@ def test_mixed_batch_matches_each_request_alone(llm):
         SamplingParams(max_tokens=12, block_length=4, temperature=0.7, cfg_scale=1.0, seed=9, cache="dual"),
         SamplingParams(max_tokens=8, block_length=8, sampler="continuous", steps=24, temperature=1.0, seed=4),
     ]
-    alone = [
-        llm.generate(prompt_token_ids=[p], sampling_params=s)[0].token_ids
-        for p, s in zip(prompts, params, strict=True)
-    ]
-    together = llm.generate(prompt_token_ids=prompts, sampling_params=params)
-    assert [o.token_ids for o in together] == alone
-    assert llm.engine.kv_cache.allocator.num_used == 0
+    _assert_batch_matches_each_alone(llm, prompts, params)
 
 
 def test_requests_joining_a_running_batch_get_the_tokens_they_get_alone(tiny_ckpt):
@@ -272,13 +276,7 @@ def test_requests_joining_a_running_batch_get_the_tokens_they_get_alone(tiny_ckp
         ),
         SamplingParams(max_tokens=8, block_length=4, factor=1.0, cache="dual", ignore_eos=True),
     ]
-    alone = [
-        llm.generate(prompt_token_ids=[p], sampling_params=s)[0].token_ids
-        for p, s in zip(prompts, params, strict=True)
-    ]
-    together = llm.generate(prompt_token_ids=prompts, sampling_params=params)
-    assert [o.token_ids for o in together] == alone
-    assert llm.engine.kv_cache.allocator.num_used == 0
+    _assert_batch_matches_each_alone(llm, prompts, params)
 
 
 def test_demo_model_matches_fastdllm():
