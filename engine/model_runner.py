@@ -8,6 +8,11 @@ its cache), or, with Fast-dLLM's approximate caches, the active block and everyt
 `Request.query_range` and models/forward_batch.py). Only the masked positions of each active block
 reach the LM head. Requests whose canvas did not change since their last forward
 take no row and reuse that forward's logits (exact: the network has no time input).
+
+Kept across steps, rebuilt only when what they depend on changes: the forward's layout
+(engine/batch_layout.py: rows, positions, page tables) and the requests' settings
+(engine/request_table.py). A step itself builds its input ids and logits index from the requests'
+host lists, and the post-forward reads back one matrix of commits.
 """
 
 from __future__ import annotations
