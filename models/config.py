@@ -78,12 +78,7 @@ class LLaDAConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config.json") -> LLaDAConfig:
-        def get(key: str, default=_REQUIRED):
-            if key in raw and raw[key] is not None:
-                return raw[key]
-            if default is _REQUIRED:
-                raise CheckpointError(f"{source}: missing required field '{key}'")
-            return default
+        get = field_getter(raw, source)
 
         for key, allowed in _SUPPORTED.items():
             value = get(key)
@@ -133,6 +128,20 @@ class LLaDAConfig:
 
 
 _REQUIRED = object()
+
+
+def field_getter(raw: dict, source: str):
+    """get(key) -> raw[key], a CheckpointError naming `source` and the key when it is absent or null;
+    get(key, default) -> the default instead. Config readers of every family read fields with it."""
+
+    def get(key: str, default=_REQUIRED):
+        if key in raw and raw[key] is not None:
+            return raw[key]
+        if default is _REQUIRED:
+            raise CheckpointError(f"{source}: missing required field '{key}'")
+        return default
+
+    return get
 
 
 def architecture_of(raw: dict, source: str) -> str:

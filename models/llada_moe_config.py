@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from models.config import architecture_of
+from models.config import architecture_of, field_getter
 from models.errors import CheckpointError
 from models.spec import ModelSpec
 
@@ -25,7 +25,6 @@ PUBLISHED_EOS_ID = 156892  # <|endoftext|>
 ROLE_END = "<|role_end|>"  # ends an assistant turn in the chat format
 
 UNFUSED, FUSED = "LLaDAMoEModelLM", "FusedLLaDAMoEModelLM"
-_REQUIRED = object()
 
 
 @dataclass(frozen=True)
@@ -104,12 +103,7 @@ class LLaDAMoEConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config.json") -> LLaDAMoEConfig:
-        def get(key: str, default=_REQUIRED):
-            if key in raw and raw[key] is not None:
-                return raw[key]
-            if default is _REQUIRED:
-                raise CheckpointError(f"{source}: missing required field '{key}'")
-            return default
+        get = field_getter(raw, source)
 
         def reject(key: str, ok: bool, what: str):
             if not ok:
