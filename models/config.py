@@ -82,7 +82,7 @@ class LLaDAConfig:
 
         for key, allowed in _SUPPORTED.items():
             value = get(key)
-            if value not in allowed:
+            if not isinstance(value, str) or value not in allowed:
                 raise CheckpointError(f"{source}: unsupported {key} {value!r} (supported: {sorted(allowed)})")
         for key, only in _MUST_BE.items():
             accepted = only if isinstance(only, tuple) else (only,)
@@ -91,39 +91,45 @@ class LLaDAConfig:
         if "rope" not in raw:
             raise CheckpointError(f"{source}: missing required field 'rope'")
 
-        d_model, n_heads = int(get("d_model")), int(get("n_heads"))
-        n_kv_heads = int(get("n_kv_heads", n_heads))
+        d_model, n_heads = get("d_model", kind=int, minimum=1), get("n_heads", kind=int, minimum=1)
+        n_kv_heads = get("n_kv_heads", n_heads, kind=int, minimum=1)
         if d_model % n_heads:
             raise CheckpointError(f"{source}: n_heads {n_heads} must divide d_model {d_model}")
         if n_heads % n_kv_heads:
             raise CheckpointError(f"{source}: n_kv_heads {n_kv_heads} must divide n_heads {n_heads}")
-        mlp_hidden = raw.get("mlp_hidden_size")
+        mlp_hidden = get("mlp_hidden_size", None, kind=int, minimum=1)
         if mlp_hidden is None:
-            mlp_hidden = int(get("mlp_ratio")) * d_model
-        vocab_size = int(get("vocab_size"))
+            mlp_hidden = get("mlp_ratio", kind=int, minimum=1) * d_model
+        vocab_size = get("vocab_size", kind=int, minimum=1)
         cfg = cls(
             d_model=d_model,
             n_heads=n_heads,
             n_kv_heads=n_kv_heads,
-            n_layers=int(get("n_layers")),
-            mlp_hidden_size=int(mlp_hidden),
+            n_layers=get("n_layers", kind=int, minimum=1),
+            mlp_hidden_size=mlp_hidden,
             vocab_size=vocab_size,
-            embedding_size=int(get("embedding_size", vocab_size)),
-            max_sequence_length=int(get("max_sequence_length")),
-            rope_theta=float(get("rope_theta")),
-            rms_norm_eps=float(get("rms_norm_eps")),
-            weight_tying=bool(get("weight_tying")),
-            input_emb_norm=bool(get("input_emb_norm", False)),
-            scale_logits=bool(get("scale_logits", False)),
-            mask_token_id=int(get("mask_token_id")),
-            eos_token_id=int(get("eos_token_id")),
-            pad_token_id=int(get("pad_token_id", get("eos_token_id"))),
+            embedding_size=get("embedding_size", vocab_size, kind=int),
+            max_sequence_length=get("max_sequence_length", kind=int, minimum=1),
+            rope_theta=get("rope_theta", kind=float),
+            rms_norm_eps=get("rms_norm_eps", kind=float),
+            weight_tying=get("weight_tying", kind=bool),
+            input_emb_norm=get("input_emb_norm", False, kind=bool),
+            scale_logits=get("scale_logits", False, kind=bool),
+            mask_token_id=get("mask_token_id", kind=int, minimum=0),
+            eos_token_id=get("eos_token_id", kind=int, minimum=0),
+            pad_token_id=get("pad_token_id", get("eos_token_id"), kind=int, minimum=0),
             architecture=architecture_of(raw, source),
         )
         if cfg.mask_token_id == cfg.pad_token_id:
             raise CheckpointError(f"{source}: mask_token_id must differ from pad_token_id")
         if cfg.embedding_size < cfg.vocab_size:
             raise CheckpointError(f"{source}: embedding_size is smaller than vocab_size")
+        for key in ("mask_token_id", "eos_token_id"):
+            if getattr(cfg, key) >= cfg.embedding_size:
+                raise CheckpointError(
+                    f"{source}: {key} {getattr(cfg, key)} is outside the embedding "
+                    f"({cfg.embedding_size} rows)"
+                )
         return cfg
 
 
@@ -132,16 +138,31 @@ _REQUIRED = object()
 
 def field_getter(raw: dict, source: str):
     """get(key) -> raw[key], a CheckpointError naming `source` and the key when it is absent or null;
-    get(key, default) -> the default instead. Config readers of every family read fields with it."""
+    get(key, default) -> the default instead. Config readers of every family read fields with it.
 
-    def get(key: str, default=_REQUIRED):
-        if key in raw and raw[key] is not None:
-            return raw[key]
-        if default is _REQUIRED:
-            raise CheckpointError(f"{source}: missing required field '{key}'")
-        return default
+    `kind` (int, float or bool) checks the file's value: an int field takes no float, string or
+    boolean, a float field no string or boolean, a bool field only true/false (bool("false") would
+    be True); `minimum` is the least value a number may have (sizes >= 1, token ids >= 0)."""
+
+    def get(key: str, default=_REQUIRED, kind: type | None = None, minimum: float | None = None):
+        if key not in raw or raw[key] is None:
+            if default is _REQUIRED:
+                raise CheckpointError(f"{source}: missing required field '{key}'")
+            return default
+        value = raw[key]
+        if kind is None:
+            return value
+        ok = {int: (int,), float: (int, float), bool: (bool,)}[kind]
+        if not isinstance(value, ok) or (kind is not bool and isinstance(value, bool)):
+            raise CheckpointError(f"{source}: field '{key}' must be {_KIND_NAMES[kind]}; got {value!r}")
+        if minimum is not None and value < minimum:
+            raise CheckpointError(f"{source}: field '{key}' must be at least {minimum}; got {value!r}")
+        return kind(value)
 
     return get
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false"}
 
 
 def architecture_of(raw: dict, source: str) -> str:

@@ -73,6 +73,10 @@ class DreamConfig:
                 raise CheckpointError(f"{source}: {key}={raw[key]!r} is not supported (only {accepted[0]!r})")
         values = {key: _read(raw, key, kind, source) for key, kind in _FIELDS.items()}
         pad = _read(raw, "pad_token_id", int, source) if "pad_token_id" in raw else values["eos_token_id"]
+        for key, value in (*values.items(), ("pad_token_id", pad)):
+            least = 0 if key.endswith("_token_id") else 1
+            if _FIELDS.get(key, int) is int and value < least:
+                raise CheckpointError(f"{source}: field '{key}' must be at least {least}; got {value!r}")
         cfg = cls(**values, pad_token_id=pad)
         heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         if cfg.hidden_size % heads:

@@ -114,9 +114,10 @@ class LLaDAMoEConfig:
         score = raw.get("moe_router_score_function")
         reject("moe_router_score_function", score in (None, "softmax"), "only 'softmax'")
         arch = architecture_of(raw, source)
-        hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
-        kv_heads = int(get("num_key_value_heads", heads))
-        layers, experts = int(get("num_hidden_layers")), int(get("num_experts"))
+        size = dict(kind=int, minimum=1)
+        hidden, heads = get("hidden_size", **size), get("num_attention_heads", **size)
+        kv_heads = get("num_key_value_heads", heads, **size)
+        layers, experts = get("num_hidden_layers", **size), get("num_experts", **size)
         freq = get("moe_layer_freq")
         if not isinstance(freq, list) or len(freq) != layers or any(f not in (0, 1) for f in freq):
             raise CheckpointError(
@@ -126,31 +127,31 @@ class LLaDAMoEConfig:
             raise CheckpointError(
                 f"{source}: missing required field 'shared_expert_intermediate_size' (null: no shared expert)"
             )
-        shared = raw["shared_expert_intermediate_size"]
-        clip = raw.get("clip_qkv")
+        shared = get("shared_expert_intermediate_size", None, **size)
+        clip = get("clip_qkv", None, kind=float)
         cfg = cls(
-            vocab_size=int(get("vocab_size")),
+            vocab_size=get("vocab_size", **size),
             hidden_size=hidden,
             num_hidden_layers=layers,
             num_attention_heads=heads,
             num_key_value_heads=kv_heads,
-            dense_intermediate_size=int(get("dense_intermediate_size")) if 0 in freq else None,
-            expert_intermediate_size=int(get("expert_intermediate_size")),
-            shared_expert_intermediate_size=None if shared is None else int(shared),
+            dense_intermediate_size=get("dense_intermediate_size", **size) if 0 in freq else None,
+            expert_intermediate_size=get("expert_intermediate_size", **size),
+            shared_expert_intermediate_size=shared,
             num_experts=experts,
-            num_experts_per_tok=int(get("num_experts_per_tok")),
+            num_experts_per_tok=get("num_experts_per_tok", **size),
             moe_layer_freq=tuple(int(f) for f in freq),
-            moe_router_enable_expert_bias=bool(get("moe_router_enable_expert_bias", False)),
-            qk_layernorm=bool(get("qk_layernorm")),
-            attention_bias=bool(get("attention_bias", False)),
-            clip_qkv=None if clip is None else float(clip),
-            max_position_embeddings=int(get("max_position_embeddings")),
-            rms_norm_eps=float(get("rms_norm_eps")),
-            rope_theta=float(get("rope_theta")),
-            partial_rotary_factor=float(get("partial_rotary_factor")),
-            tie_word_embeddings=bool(get("tie_word_embeddings", False)),
-            mask_token_id=_optional_int(raw.get("mask_token_id")),
-            eos_token_id=_optional_int(raw.get("eos_token_id")),
+            moe_router_enable_expert_bias=get("moe_router_enable_expert_bias", False, kind=bool),
+            qk_layernorm=get("qk_layernorm", kind=bool),
+            attention_bias=get("attention_bias", False, kind=bool),
+            clip_qkv=clip,
+            max_position_embeddings=get("max_position_embeddings", **size),
+            rms_norm_eps=get("rms_norm_eps", kind=float),
+            rope_theta=get("rope_theta", kind=float),
+            partial_rotary_factor=get("partial_rotary_factor", kind=float),
+            tie_word_embeddings=get("tie_word_embeddings", False, kind=bool),
+            mask_token_id=_optional_id(raw, "mask_token_id", source),
+            eos_token_id=_optional_id(raw, "eos_token_id", source),
             fused_experts=arch == FUSED,
             architecture=arch,
             source=source,
@@ -159,10 +160,12 @@ class LLaDAMoEConfig:
         return cfg
 
 
-def _optional_int(value) -> int | None:
+def _optional_id(raw: dict, key: str, source: str) -> int | None:
+    """raw[key] as a token id (None when absent or null); a list (generation-style ids) gives its first."""
+    value = raw.get(key)
     if isinstance(value, list):  # generation-style list of ids: the first is the EOS
         value = value[0] if value else None
-    return None if value is None else int(value)
+    return field_getter({key: value}, source)(key, None, kind=int, minimum=0)
 
 
 def _check_sizes(cfg: LLaDAMoEConfig, source: str) -> None:

@@ -35,6 +35,11 @@ def weight_map(ckpt_dir: Path) -> dict[str, str]:
         mapping = read_json(index_path).get("weight_map")
         if not isinstance(mapping, dict):
             raise CheckpointError(f"{index_path}: missing 'weight_map' object")
+        bad = next((k for k, v in mapping.items() if not isinstance(v, str) or not v), None)
+        if bad is not None:
+            raise CheckpointError(
+                f"{index_path}: key '{bad}' maps to {mapping[bad]!r}, not a shard file name"
+            )
         return mapping
     single = ckpt_dir / SINGLE_FILE
     if single.exists():

@@ -137,15 +137,23 @@ def load_model(
         tokenizer=tok,
         device=dev,
         dtype=dt,
-        spec=replace(spec, stop_token_ids=stop_ids(spec, tok, gen)),
+        spec=replace(spec, stop_token_ids=stop_ids(spec, tok, gen, str(gen_path))),
         generation_defaults={**spec.sampling_defaults, **gen},
     )
 
 
-def stop_ids(spec: ModelSpec, tokenizer, gen: dict) -> tuple[int, ...]:
-    """EOS first, then the family's stop tokens the vocabulary has, then generation_config's eos ids."""
+def stop_ids(
+    spec: ModelSpec, tokenizer, gen: dict, source: str = "generation_config.json"
+) -> tuple[int, ...]:
+    """EOS first, then the family's stop tokens the vocabulary has, then generation_config's eos ids
+    (`source`: that file, named when one of them is not a token id)."""
     stops = [spec.eos_token_id]
     stops += [t for t in (special_token_id(tokenizer, s) for s in spec.stop_texts) if t is not None]
-    extra = gen.get("eos_token_id", [])
-    stops += extra if isinstance(extra, list) else [extra]
+    extra = gen.get("eos_token_id")
+    for t in extra if isinstance(extra, list) else [] if extra is None else [extra]:
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < spec.vocab_size:
+            raise CheckpointError(
+                f"{source}: field 'eos_token_id' holds {t!r}, not a token id in [0, {spec.vocab_size})"
+            )
+        stops.append(t)
     return tuple(dict.fromkeys(int(t) for t in stops))

@@ -93,6 +93,31 @@ def test_corrupt_index_json(ckpt):
         load_model(ckpt)
 
 
+def test_index_entry_not_a_file_name(ckpt):
+    key = "model.transformer.ln_f.weight"
+    edit_json(ckpt / "model.safetensors.index.json", lambda d: d["weight_map"].update({key: 3}))
+    with pytest.raises(
+        CheckpointError,
+        match=rf"model\.safetensors\.index\.json: key '{key}' maps to 3, not a shard file name",
+    ):
+        load_model(ckpt)
+
+
+@pytest.mark.parametrize("eos", ["abc", 1.5, [7, "x"], 10**6])
+def test_generation_config_eos_not_a_token_id(ckpt, eos):
+    (ckpt / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
+    with pytest.raises(
+        CheckpointError, match=r"generation_config\.json: field 'eos_token_id' holds .*, not a token id"
+    ):
+        load_model(ckpt)
+
+
+def test_generation_config_null_eos_adds_nothing(ckpt):
+    (ckpt / "generation_config.json").write_text(json.dumps({"eos_token_id": None}))
+    lm = load_model(ckpt)
+    assert lm.stop_token_ids[0] == lm.config.eos_token_id
+
+
 def test_corrupt_shard(ckpt):
     (ckpt / "model-00001-of-00003.safetensors").write_bytes(b"\x00\x01garbage")
     with pytest.raises(CheckpointError, match=r"model-00001-of-00003\.safetensors: cannot read safetensors"):
@@ -155,6 +180,19 @@ BASE = json.loads(
         ({"rope_theta": None}, r"missing required field 'rope_theta'"),
         ({"n_kv_heads": 3}, r"n_kv_heads 3 must divide n_heads"),
         ({"mask_token_id": 1}, r"mask_token_id must differ from pad_token_id"),
+        # A string, list or float where a number or boolean belongs is named, never converted
+        # (int("64") would pass, bool("false") is True, int([1]) a TypeError traceback).
+        ({"d_model": "64"}, r"field 'd_model' must be an integer; got '64'"),
+        ({"n_layers": [2]}, r"field 'n_layers' must be an integer; got \[2\]"),
+        ({"mask_token_id": 2.5}, r"field 'mask_token_id' must be an integer; got 2\.5"),
+        ({"rope_theta": "abc"}, r"field 'rope_theta' must be a number; got 'abc'"),
+        ({"weight_tying": "false"}, r"field 'weight_tying' must be true or false; got 'false'"),
+        ({"block_type": ["llama"]}, r"unsupported block_type \['llama'\]"),
+        ({"n_heads": 0}, r"field 'n_heads' must be at least 1; got 0"),
+        ({"mlp_hidden_size": -1}, r"field 'mlp_hidden_size' must be at least 1; got -1"),
+        ({"max_sequence_length": -1}, r"field 'max_sequence_length' must be at least 1; got -1"),
+        ({"mask_token_id": -1}, r"field 'mask_token_id' must be at least 0; got -1"),
+        ({"mask_token_id": 100}, r"mask_token_id 100 is outside the embedding \(100 rows\)"),
     ],
 )
 def test_config_rejects_what_it_does_not_implement(change, message):

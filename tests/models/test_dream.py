@@ -280,6 +280,11 @@ def test_wrong_shape(broken):
         ({"num_key_value_heads": 3}, r"num_key_value_heads 3 must divide num_attention_heads"),
         ({"head_dim": 32}, r"head_dim=32 is not supported"),
         ({"pad_token_id": 304}, r"mask_token_id must differ from pad_token_id"),
+        ({"num_attention_heads": 0}, r"field 'num_attention_heads' must be at least 1; got 0"),
+        ({"num_key_value_heads": -1}, r"field 'num_key_value_heads' must be at least 1; got -1"),
+        ({"intermediate_size": -1}, r"field 'intermediate_size' must be at least 1; got -1"),
+        ({"max_position_embeddings": -1}, r"field 'max_position_embeddings' must be at least 1"),
+        ({"eos_token_id": -1}, r"field 'eos_token_id' must be at least 0; got -1"),
     ],
 )
 def test_bad_config_field(broken, change, message):

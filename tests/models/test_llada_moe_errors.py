@@ -101,6 +101,21 @@ def base_config(originals):
         ({"num_key_value_heads": 3}, r"num_key_value_heads 3 must divide num_attention_heads 4"),
         ({"clip_qkv": -1}, r"clip_qkv must be positive or null"),
         ({"architectures": "LLaDAMoEModelLM"}, r"field 'architectures' must be a list"),
+        # Wrong JSON types are named, never converted (bool("false") is True, int([1]) a traceback).
+        ({"hidden_size": "64"}, r"field 'hidden_size' must be an integer; got '64'"),
+        ({"num_experts": [8]}, r"field 'num_experts' must be an integer; got \[8\]"),
+        ({"num_experts_per_tok": 1.5}, r"field 'num_experts_per_tok' must be an integer; got 1\.5"),
+        ({"rope_theta": "abc"}, r"field 'rope_theta' must be a number; got 'abc'"),
+        ({"clip_qkv": "x"}, r"field 'clip_qkv' must be a number; got 'x'"),
+        ({"tie_word_embeddings": "false"}, r"field 'tie_word_embeddings' must be true or false"),
+        ({"qk_layernorm": 1}, r"field 'qk_layernorm' must be true or false; got 1"),
+        ({"shared_expert_intermediate_size": "abc"}, r"field 'shared_expert_intermediate_size' must be an"),
+        ({"mask_token_id": "abc"}, r"field 'mask_token_id' must be an integer; got 'abc'"),
+        ({"eos_token_id": [1.5]}, r"field 'eos_token_id' must be an integer; got 1\.5"),
+        ({"num_attention_heads": 0}, r"field 'num_attention_heads' must be at least 1; got 0"),
+        ({"expert_intermediate_size": -1}, r"field 'expert_intermediate_size' must be at least 1"),
+        ({"vocab_size": -1}, r"field 'vocab_size' must be at least 1; got -1"),
+        ({"max_position_embeddings": -1}, r"field 'max_position_embeddings' must be at least 1"),
     ],
 )
 def test_config_rejects_what_it_does_not_implement(base_config, change, message):
