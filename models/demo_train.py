@@ -41,6 +41,13 @@ separated). Four d128x4 runs at batch 128 and lr 2e-3 (4000-6600 steps, same wid
 got reverse above 13%; the 6-layer model left the plateau at ~2300 steps, as the d256x6 GPU recipe
 below did at ~1100 steps of 512. The short padding cuts a training example from ~60 to ~55 tokens.
 
+The shipped model then had a second, fine-tuning run so that it answers at max_tokens up to 256 (the
+first run's model filled canvases of 128 and more with EOS): `--init-from models/demo --steps 1400
+--batch-size 64 --warmup 50 --lr 3e-4 --long-response-prob 0.4 --short-response-prob 0.4
+--long-lengths 64,128,256 --max-minutes 45 --threads 1`, stopped by the budget at step 975 (2.4k
+tokens/s on a loaded machine); held-out 100/99/100/100% at 24 tokens and 97-99% on every task at 256
+(`dllm eval --max-tokens`).
+
 GPU recipe (the previous shipped model, d256x6, 5.25M parameters, 6 minutes on one H200, held-out
 100/99.6/99.6%): `python -m models.demo_train --device cuda --bf16 --threads 8 --d-model 256
 --n-heads 8 --mlp-hidden 768 --batch-size 512 --steps 4500 --rope-theta 500000 --long-response-prob

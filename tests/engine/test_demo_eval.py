@@ -35,6 +35,17 @@ def test_defaults_alone_answer_correctly(llm):
     assert all(o.finish_reason == "stop" for o in outs)
 
 
+@pytest.mark.parametrize("max_tokens", [64, 128, 256])
+def test_answers_at_longer_max_tokens(llm, max_tokens):
+    """The demo model answers with the canvas far longer than its answers (the model trained only on
+    24-48-token responses filled a 128-token canvas with EOS: 0% on every task)."""
+    rows = evaluate(llm, list(CORE_TASKS), ["exact"], num_prompts=8, seed=7, max_tokens=[max_tokens])
+    print(format_table(rows, list(CORE_TASKS)))
+    assert rows[0]["max_tokens"] == max_tokens
+    for task in CORE_TASKS:
+        assert rows[0][task] >= 0.85, (max_tokens, task, rows[0][task])
+
+
 CACHED = ["prefix", "prefix-threshold-0.9", "prefix-block-8", "dual", "dual-threshold-0.9", "dual-block-8"]
 
 
