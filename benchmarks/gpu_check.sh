@@ -77,6 +77,12 @@ for b in 1 32; do
     run_step "profile dual step, batch $b" 90 "$PY" benchmarks/profile_step.py --device cuda --llada-8b \
         --kernels triton --cache dual --batch "$b" --out "$OUT_DIR"
 done
+# Every other family's tiny release-layout checkpoint through the engine with the Triton kernels (the
+# shapes the interpreter tests cover; first GPU run of the MoE, Dream, SMDM and RADD networks).
+for family in llada_moe dream smdm radd; do
+    run_step "engine $family (tiny, triton)" 60 "$PY" benchmarks/offline.py --family "$family" \
+        --device cuda --kernels triton --cache none,dual --batches 1,8 --repeats 1 --out "$OUT_DIR" --tag gpu
+done
 # Other attention tiles and launch options, to choose launch_config from measurements.
 run_step "bench_attention --sweep" 150 "$PY" benchmarks/kernels/bench_attention.py --sweep
 # The small interpreter-tier tests, compiled for the GPU this time (cheap; extra coverage).
