@@ -21,7 +21,7 @@ from torch import nn
 from models.config import architecture_of
 from models.errors import CheckpointError
 from models.forward_batch import PackedBatch, attend
-from models.layers import DiffusionLM, Weight
+from models.layers import HFDecoderLM, SwiGLU, Weight
 from models.spec import ModelSpec, Target
 
 # Every field the network reads, with its type; each must be in config.json.
@@ -138,16 +138,10 @@ class DreamBlock(nn.Module):
                 o_proj=nn.Linear(d, d, bias=False),
             )
         )
-        self.mlp = nn.ModuleDict(
-            dict(
-                gate_proj=nn.Linear(d, h, bias=False),
-                up_proj=nn.Linear(d, h, bias=False),
-                down_proj=nn.Linear(h, d, bias=False),
-            )
-        )
+        self.mlp = SwiGLU(d, h)
 
     def forward(self, x, batch: PackedBatch, ops, rope: tuple[torch.Tensor, torch.Tensor], layer: int):
-        cfg, attn, mlp, n = self.cfg, self.self_attn, self.mlp, x.shape[0]
+        cfg, attn, n = self.cfg, self.self_attn, x.shape[0]
         h = ops.rms_norm(x, self.input_layernorm.weight, cfg.rms_norm_eps)
         q = attn["q_proj"](h).view(n, cfg.num_attention_heads, cfg.head_dim)
         k = attn["k_proj"](h).view(n, cfg.num_key_value_heads, cfg.head_dim)
@@ -161,36 +155,17 @@ class DreamBlock(nn.Module):
             cfg.rms_norm_eps,
             residual=x,
         )
-        return x + mlp["down_proj"](ops.swiglu(mlp["gate_proj"](h), mlp["up_proj"](h)))
+        return x + self.mlp(h, ops)
 
 
-class DreamModel(DiffusionLM):
+class DreamModel(HFDecoderLM):
     def __init__(self, cfg: DreamConfig):
-        super().__init__()
+        layers = [DreamBlock(cfg) for _ in range(cfg.num_hidden_layers)]
+        super().__init__(cfg.vocab_size, cfg.hidden_size, layers, cfg.tie_word_embeddings, cfg.rms_norm_eps)
         self.cfg = cfg
         self.rope_theta, self.rotary_dim = cfg.rope_theta, cfg.head_dim
         self.max_sequence_length = cfg.max_position_embeddings
-        self.model = nn.ModuleDict(
-            dict(
-                embed_tokens=nn.Embedding(cfg.vocab_size, cfg.hidden_size),
-                layers=nn.ModuleList(DreamBlock(cfg) for _ in range(cfg.num_hidden_layers)),
-                norm=Weight(cfg.hidden_size),
-            )
-        )
-        if not cfg.tie_word_embeddings:
-            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
     def checkpoint_layout(self) -> dict[str, Target]:
         """Every parameter under its own name (the names are the checkpoint's keys)."""
         return {name: Target(name) for name, _ in self.named_parameters()}
-
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model["embed_tokens"](input_ids)
-
-    def layers(self) -> nn.ModuleList:
-        return self.model["layers"]
-
-    def head(self, x: torch.Tensor, ops) -> torch.Tensor:
-        x = ops.rms_norm(x, self.model["norm"].weight, self.cfg.rms_norm_eps)
-        head = self.model["embed_tokens"] if self.cfg.tie_word_embeddings else self.lm_head
-        return x @ head.weight.t()

@@ -86,3 +86,44 @@ class DiffusionLM(nn.Module):
         if logits_index is not None:
             x = x[logits_index]
         return self.head(x, ops)
+
+
+class SwiGLU(nn.Module):
+    """down_proj(silu(gate_proj h) * up_proj h), under Hugging Face's names (Qwen2, OLMoE, Llama)."""
+
+    def __init__(self, d: int, inter: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(d, inter, bias=False)
+        self.up_proj = nn.Linear(d, inter, bias=False)
+        self.down_proj = nn.Linear(inter, d, bias=False)
+
+    def forward(self, h: torch.Tensor, ops) -> torch.Tensor:
+        return self.down_proj(ops.swiglu(self.gate_proj(h), self.up_proj(h)))
+
+
+class HFDecoderLM(DiffusionLM):
+    """The Hugging Face decoder skeleton (`model.embed_tokens`, `model.layers.N`, `model.norm`, and
+    `lm_head` unless tied), RMSNorm before the head: Dream and LLaDA-MoE fill in the layers."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, layers: list[nn.Module], tied: bool, eps: float):
+        super().__init__()
+        self.tied, self.eps = tied, eps
+        self.model = nn.ModuleDict(
+            dict(
+                embed_tokens=nn.Embedding(vocab_size, hidden_size),
+                layers=nn.ModuleList(layers),
+                norm=Weight(hidden_size),
+            )
+        )
+        if not tied:
+            self.lm_head = nn.Linear(hidden_size, vocab_size, bias=False)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model["embed_tokens"](input_ids)
+
+    def layers(self) -> nn.ModuleList:
+        return self.model["layers"]
+
+    def head(self, x: torch.Tensor, ops) -> torch.Tensor:
+        x = ops.rms_norm(x, self.model["norm"].weight, self.eps)
+        return x @ (self.model["embed_tokens"] if self.tied else self.lm_head).weight.t()

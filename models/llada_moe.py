@@ -21,22 +21,9 @@ from torch import nn
 
 from kernels.moe import route_ref
 from models.forward_batch import PackedBatch, attend
-from models.layers import DiffusionLM, Weight, rotary
+from models.layers import HFDecoderLM, SwiGLU, Weight, rotary
 from models.llada_moe_config import LLaDAMoEConfig
 from models.spec import Target
-
-
-class SwiGLU(nn.Module):
-    """down_proj(silu(gate_proj h) * up_proj h): the dense MLP and the shared expert."""
-
-    def __init__(self, d: int, inter: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(d, inter, bias=False)
-        self.up_proj = nn.Linear(d, inter, bias=False)
-        self.down_proj = nn.Linear(inter, d, bias=False)
-
-    def forward(self, h: torch.Tensor, ops) -> torch.Tensor:
-        return self.down_proj(ops.swiglu(self.gate_proj(h), self.up_proj(h)))
 
 
 class SparseMoE(nn.Module):
@@ -106,21 +93,13 @@ class LLaDAMoELayer(nn.Module):
         return x + out
 
 
-class LLaDAMoEModel(DiffusionLM):
+class LLaDAMoEModel(HFDecoderLM):
     def __init__(self, cfg: LLaDAMoEConfig):
-        super().__init__()
+        layers = [LLaDAMoELayer(cfg, i) for i in range(cfg.num_hidden_layers)]
+        super().__init__(cfg.vocab_size, cfg.hidden_size, layers, cfg.tie_word_embeddings, cfg.rms_norm_eps)
         self.cfg = cfg
         self.rope_theta, self.rotary_dim = cfg.rope_theta, cfg.rotary_dim
         self.max_sequence_length = cfg.max_position_embeddings
-        self.model = nn.ModuleDict(
-            dict(
-                embed_tokens=nn.Embedding(cfg.vocab_size, cfg.hidden_size),
-                layers=nn.ModuleList(LLaDAMoELayer(cfg, i) for i in range(cfg.num_hidden_layers)),
-                norm=Weight(cfg.hidden_size),
-            )
-        )
-        if not cfg.tie_word_embeddings:
-            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
     def checkpoint_layout(self) -> dict[str, Target | None]:
         """Every parameter under its own name, the stacked experts from the release's expert keys;
@@ -136,17 +115,6 @@ class LLaDAMoEModel(DiffusionLM):
         if self.cfg.tie_word_embeddings:
             layout["lm_head.weight"] = None
         return layout
-
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model["embed_tokens"](input_ids)
-
-    def layers(self) -> nn.ModuleList:
-        return self.model["layers"]
-
-    def head(self, x: torch.Tensor, ops) -> torch.Tensor:
-        x = ops.rms_norm(x, self.model["norm"].weight, self.cfg.rms_norm_eps)
-        tied = self.cfg.tie_word_embeddings
-        return x @ (self.model["embed_tokens"].weight if tied else self.lm_head.weight).t()
 
 
 def expert_layout(prefix: str, cfg: LLaDAMoEConfig) -> dict[str, Target]:
