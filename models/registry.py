@@ -129,6 +129,8 @@ def load_model(
         config = config.with_tokenizer(tok)
     gen_path = folder / "generation_config.json"
     gen = read_json(gen_path) if gen_path.exists() else {}
+    if hasattr(config, "generation_defaults"):  # a family whose generation_config speaks its own keys
+        gen = config.generation_defaults(gen)
     spec = config.model_spec()
     return LoadedModel(
         path=ckpt,

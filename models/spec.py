@@ -12,7 +12,9 @@ and its network class (an nn.Module built from that config) provides:
     rope_tables(max_position, device)                  (built once by the runner for the admitted length)
     checkpoint_layout() -> {checkpoint key: Target}    (how the released files map onto the parameters)
 A config may also provide `with_tokenizer(tokenizer) -> config`, called once the tokenizer is loaded,
-for families whose special ids may come from the tokenizer (LLaDA-MoE's mask and EOS fallbacks).
+for families whose special ids may come from the tokenizer (LLaDA-MoE's mask and EOS fallbacks), and
+`generation_defaults(gen: dict) -> dict`, which reads a generation_config.json written for the
+family's own sampler into SamplingParams keys (Dream's `alg`).
 """
 
 from __future__ import annotations

@@ -169,7 +169,8 @@ def test_engine_logits_are_the_shifted_forward(llm, release, monkeypatch):
     )
     prompt = PROMPTS[2]
     llm.generate(
-        prompt_token_ids=[prompt], sampling_params=SamplingParams(max_tokens=8, steps=8, ignore_eos=True)
+        prompt_token_ids=[prompt],
+        sampling_params=SamplingParams(max_tokens=8, steps=8, ignore_eos=True, sampler="exact"),
     )
     x = torch.tensor(prompt + [cfg["mask_token_id"]] * 8)
     logits = plain_dream(cfg, sd, x)[0]
@@ -198,6 +199,7 @@ def test_generation_matches_restated_sampler(llm, release, steps, gen_length, bl
         cache=cache,
         cfg_scale=cfg_scale,
         ignore_eos=True,
+        sampler="exact",  # the restated sampler (the release's default alg "origin" is continuous)
     )
     outs = llm.generate(prompt_token_ids=PROMPTS, sampling_params=params)
     for prompt, out in zip(PROMPTS, outs, strict=True):
@@ -208,13 +210,26 @@ def test_generation_matches_restated_sampler(llm, release, steps, gen_length, bl
 
 def test_release_generation_config_gives_one_token_per_step(llm, release):
     """generation_config.json's `steps` (512) and `temperature` (0) apply by name; a shorter answer
-    commits one token per step until its block is full."""
+    commits one token per step until its block is full (exact sampler)."""
     cfg, sd = release
-    out = llm.generate(
-        prompt_token_ids=[PROMPTS[0]], sampling_params=SamplingParams(max_tokens=10, ignore_eos=True)
-    )
+    params = SamplingParams(max_tokens=10, ignore_eos=True, sampler="exact")
+    out = llm.generate(prompt_token_ids=[PROMPTS[0]], sampling_params=params)
     assert out[0].token_ids == restated_generate(cfg, sd, PROMPTS[0], 10, 10, 10)
     assert out[0].num_forward_passes == 10
+
+
+def test_release_alg_origin_is_the_continuous_sampler(llm, release):
+    """Dream's default `alg` "origin" reveals masks in random order (each with probability 1 - s/t per
+    step): the continuous sampler, whose steps that reveal nothing reuse the last forward."""
+    assert llm.engine.default_params["sampler"] == "continuous"
+    out = llm.generate(
+        prompt_token_ids=[PROMPTS[0]], sampling_params=SamplingParams(max_tokens=10, ignore_eos=True)
+    )[0]
+    assert len(out.token_ids) == 10 and out.num_forward_passes <= 10  # 512 steps, at most 10 reveal
+    config = llm.engine.model_config
+    for alg, sampler in [("maskgit_plus", "exact"), ("entropy", "exact"), (None, None)]:
+        gen = {"steps": 512} if alg is None else {"alg": alg, "steps": 512}
+        assert config.generation_defaults(gen).get("sampler") == sampler
 
 
 @pytest.mark.interpreter
@@ -224,7 +239,7 @@ def test_triton_kernels_generate_as_restated(ckpt, release):
     cfg, sd = release
     llm = LLM(str(ckpt), device="cpu", dtype="float32", kernels="triton", kv_cache_memory=0.01)
     params = SamplingParams(
-        max_tokens=8, steps=8, block_length=4, temperature=0.0, cache="dual", ignore_eos=True
+        max_tokens=8, steps=8, block_length=4, temperature=0.0, cache="dual", ignore_eos=True, sampler="exact"
     )
     outs = llm.generate(prompt_token_ids=PROMPTS[:2], sampling_params=params)
     for prompt, out in zip(PROMPTS[:2], outs, strict=True):

@@ -17,7 +17,8 @@ from models.tokenizer import render_chat
 from models.writers.dream import write_tiny_checkpoint
 
 CHAT = [{"role": "user", "content": "Why is the sky blue?"}]
-SMALL = {"steps": 8, "block_length": 4}  # two blocks of a max_tokens 8 answer
+# two blocks of a max_tokens 8 answer, the exact sampler (the release's default is random-order)
+SMALL = {"steps": 8, "block_length": 4, "sampler": "exact"}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,7 @@ def client(dream_dir, tmp_path_factory):
 def test_generate_cli_prints_the_engines_answer(dream_dir, offline):
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
     flags = ["--max-tokens", "8", "--steps", "8", "--block-length", "4", "--temperature", "0"]
+    flags += ["--sampler", "exact"]
     res = subprocess.run(
         [sys.executable, "-m", "engine.cli", "generate", "--model", str(dream_dir), "--chat", "--quiet"]
         + flags
@@ -52,7 +54,7 @@ def test_generate_cli_prints_the_engines_answer(dream_dir, offline):
         cwd=REPO,
     )
     assert res.returncode == 0, res.stderr.decode()
-    params = SamplingParams(max_tokens=8, steps=8, block_length=4, temperature=0.0, cache="dual")
+    params = SamplingParams(temperature=0.0, cache="dual", max_tokens=8, **SMALL)
     [out] = offline.chat(CHAT, params)
     assert res.stdout.decode("utf-8") == out.text + "\n"
 
