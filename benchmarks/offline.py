@@ -141,6 +141,7 @@ def sampling_params(max_tokens: int, block_length: int, tokens_per_step: int, ca
         temperature=0.0,
         ignore_eos=True,
         cache=cache,
+        sampler="exact",  # the fixed schedule in every family (RADD and Dream default to continuous)
     )
 
 
