@@ -1,7 +1,8 @@
 """After the forward: the guided logits of every committable position -> each request's commits.
 
 One batch for the whole step, whatever mix of settings it holds: the EOS ban, top_k / top_p / min_p,
-candidates and confidences (engine/sampler.py), the continuous sampler's reveals, and every unmasking
+candidates and confidences (engine/sampler.py; Dream's entropy / margin only on the rows of the
+requests that ask for them), the continuous sampler's reveals, and every unmasking
 policy (engine/unmasking.py) run as tensor operations over all rows; the transfer to the host is one
 [B, W] matrix of committed tokens (-1: not committed) at the end, plus the log-probabilities when a
 request asked for them.
@@ -50,6 +51,12 @@ class _Step:
     def per_row(self, values: torch.Tensor) -> torch.Tensor:
         """[B] -> [M]: each request's value on each of its rows."""
         return torch.repeat_interleave(values, self.num_masked, output_size=self.num_rows)
+
+    def rows_of(self, chosen: list[bool]) -> torch.Tensor:
+        """The rows [M'] int64 (host) of the requests with chosen[b] set, in order."""
+        starts = itertools.accumulate(self.counts, initial=0)
+        spans = (range(s, s + m) for s, m, c in zip(starts, self.counts, chosen, strict=False) if c)
+        return int_tensor(itertools.chain.from_iterable(spans))
 
     def pad(self, values: torch.Tensor, fill) -> torch.Tensor:
         """[M] -> [B, W], `fill` where no row."""
@@ -148,6 +155,9 @@ class PostForward:
             random_confidence=per_row(settings.random_confidence) if "random" in used else None,
             ban_stop_confidence=per_row(settings.stop_ban) if "confidence_eos_eot_inf" in used else None,
         )
+        for measure in sorted(used & {"entropy", "margin"}):  # Dream's confidences, on their rows only
+            chosen = [q.params.remasking == measure for q in requests]
+            rows.measured[measure] = to_device(step.rows_of(chosen), self.device)
         narrowed = None
         if "filters" in used:
             # Rows of other requests pass unchanged (k = all, p = 1, min_p = 0).

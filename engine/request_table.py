@@ -51,11 +51,14 @@ class _Entry:
 
 
 def _flags(params) -> frozenset[str]:
-    """ "sampled" (temperature > 0), "random", "logits_eos_inf", "confidence_eos_eot_inf", "filters"
-    (top_k/top_p/min_p narrow a sampled row), and "top_k", "top_p", "min_p", "logprobs" (set)."""
+    """ "sampled" (temperature > 0), "random", "entropy", "margin" (remasking), "logits_eos_inf",
+    "confidence_eos_eot_inf", "filters" (top_k/top_p/min_p narrow a sampled row), and "top_k",
+    "top_p", "min_p", "logprobs" (set)."""
     flags = (
         ("sampled", params.temperature > 0),
         ("random", params.remasking == "random"),
+        ("entropy", params.remasking == "entropy"),
+        ("margin", params.remasking == "margin"),
         ("logits_eos_inf", params.logits_eos_inf),
         ("confidence_eos_eot_inf", params.confidence_eos_eot_inf),
         ("filters", params.filters_tokens),

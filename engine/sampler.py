@@ -6,6 +6,15 @@ reference elsewhere): argmax at temperature 0, a float64-grade Gumbel-max sample
 softmax(logits / T) otherwise, and the softmax probability of the candidate under the un-tempered
 logits (`low_confidence`). `random` remasking draws the confidence uniformly instead.
 
+`entropy` and `margin` are Dream's other two confidences (its generation utilities' alg "entropy" and
+"topk_margin"): with p = softmax(logits) of the position, the negative entropy sum(p log p) and the
+gap p_top1 - p_top2; higher commits first. Dream computes them (as its p[x0]) on the distribution it
+samples from: logits / T, then its top_p / top_k cut. Here they take the same distribution as our
+`low_confidence`: the guided logits (EOS ban included) at temperature 1, before top_k / top_p / min_p,
+so at temperature 0 without top_p / top_k they are Dream's (which takes log(p + 1e-10): at most
+V * 1e-10 from sum(p log p)). The sampling head (Triton on CUDA) does not compute them: for the rows
+that ask for them they come from the guided logits in torch, on CPU and CUDA alike.
+
 Randomness is counter-based (kernels/counter_rng.py): every draw is keyed by (request seed, the
 request's step count, canvas position, stream), so a request's tokens depend on nothing else in its
 batch, and a step whose forward was skipped (reused logits) draws what it would have drawn anyway.
@@ -13,7 +22,7 @@ batch, and a step whose forward was skipped (reused logits) draws what it would 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,6 +41,8 @@ class RowParams:
     # bool: `random` remasking; None when no row uses it (known on the host: no sync)
     random_confidence: torch.Tensor | None = None
     ban_stop_confidence: torch.Tensor | None = None  # bool: confidence_eos_eot_inf; None: no row
+    # "entropy" / "margin" -> the rows (int64 indices, built on the host) whose remasking it is
+    measured: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def row_uniform(keys: torch.Tensor, stream: int) -> torch.Tensor:
@@ -77,6 +88,16 @@ def filter_logits(
     return out
 
 
+def distribution_confidence(logits: torch.Tensor, measure: str) -> torch.Tensor:
+    """rows [R, V] fp32 -> [R] fp32: with p = softmax(logits), "entropy": sum(p log p) (0 log 0 = 0, so
+    -inf columns count for nothing); "margin": the best probability minus the second best."""
+    probs = torch.softmax(logits, dim=-1)
+    if measure == "entropy":
+        return torch.special.xlogy(probs, probs).sum(dim=-1)
+    top2 = torch.topk(probs, 2, dim=-1).values
+    return top2[:, 0] - top2[:, 1]
+
+
 def sample_candidates(
     logits: torch.Tensor,
     rows: RowParams,
@@ -85,7 +106,8 @@ def sample_candidates(
     sample_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [M, V] fp32 (guided, banned columns at -inf) -> (tokens [M] int64, confidence [M] fp32:
-    the candidate's probability under `logits`, or a uniform draw for `random` remasking).
+    the candidate's probability under `logits`, a uniform draw for `random` remasking, or
+    `distribution_confidence` of `logits` for the rows in `rows.measured`).
     `sample_logits`: the rows to draw from instead, when top_k / top_p / min_p narrowed them (the
     confidence stays the model's probability)."""
     if sample_logits is None:
@@ -97,6 +119,9 @@ def sample_candidates(
     if rows.random_confidence is not None:
         u = row_uniform(rows.keys, STREAM_CONFIDENCE).float()
         confidence = torch.where(rows.random_confidence, u, confidence)
+    for measure, at in rows.measured.items():
+        measured = distribution_confidence(logits.index_select(0, at), measure)
+        confidence = confidence.index_copy(0, at, measured)
     if rows.ban_stop_confidence is not None:
         banned = rows.ban_stop_confidence & torch.isin(tokens, stop_ids)
         confidence = confidence.masked_fill(banned, float("-inf"))

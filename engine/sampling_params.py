@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields, replace
 
-REMASKING = ("low_confidence", "random")
+# "entropy" / "margin": Dream's other confidences (its alg "entropy" / "topk_margin"), engine/sampler.py.
+REMASKING = ("low_confidence", "random", "entropy", "margin")
 SAMPLERS = ("exact", "continuous")
 MAX_LOGPROBS = 20  # alternatives per token, as OpenAI's top_logprobs
 
@@ -56,7 +57,7 @@ class SamplingParams:
     steps: int | None = None  # denoising steps over all blocks (exact mode)
     block_length: int | None = None  # semi-autoregressive block size; the last block may be shorter
     temperature: float | None = None  # 0: argmax; > 0: sample from softmax(logits / T)
-    remasking: str | None = None  # "low_confidence" | "random": which masked positions commit first
+    remasking: str | None = None  # "low_confidence" | "random" | "entropy" | "margin": commit order
     cfg_scale: float | None = None  # unsupervised classifier-free guidance weight w (0: off)
     sampler: str | None = None  # "exact" (LLaDA's fixed schedule) | "continuous" (SMDM/RADD style)
     threshold: float | None = None  # parallel decoding: commit every position with confidence >= t

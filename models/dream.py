@@ -97,12 +97,17 @@ class DreamConfig:
         """The release's generation_config.json in SamplingParams terms. Its `alg` "origin" (Dream's
         default: each masked position revealed with probability 1 - s/t per step, in random order) is
         the continuous sampler; "maskgit_plus" (most confident first) the exact sampler with
-        low-confidence remasking; "entropy" and "topk_margin" have no counterpart here, so they fall
-        back to the latter. `steps` and `temperature` keep their names; `top_p`/`top_k` are per request."""
+        low-confidence remasking, "entropy" and "topk_margin" the exact sampler with remasking
+        "entropy" / "margin". `steps` and `temperature` keep their names; `top_p`/`top_k` are per
+        request."""
         alg = gen.get("alg")
         if "sampler" in gen or alg is None:
             return gen
-        return {**gen, "sampler": "continuous" if alg == "origin" else "exact"}
+        mapped = {"sampler": "continuous" if alg == "origin" else "exact"}
+        remasking = {"entropy": "entropy", "topk_margin": "margin"}.get(alg)
+        if remasking is not None:
+            mapped["remasking"] = remasking
+        return {**mapped, **gen}
 
     def model_spec(self) -> ModelSpec:
         """Shifted logits over every head row; answers end with EOS (<|endoftext|>) or <|im_end|>."""

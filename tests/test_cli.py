@@ -114,6 +114,16 @@ def test_generate_with_a_cache():
     assert res.stdout.strip() == "edcba"
 
 
+def test_generate_with_dream_remasking():
+    """--remasking takes Dream's entropy and margin rules: the demo model still answers."""
+    for remasking in ("entropy", "margin"):
+        res = dllm(
+            "generate", "--chat", "--quiet", "--remasking", remasking, "--block-length", "8", "reverse abcde"
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == "edcba"
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

@@ -140,3 +140,42 @@ def test_continuous_sampler_reuse_is_exact(llm, monkeypatch, temperature):
         assert a.num_steps == b.num_steps == b.num_forward_passes
         assert a.num_forward_passes < a.num_steps  # most of 32 steps per block reveal nothing
         assert a.num_forward_passes <= 8  # at most one forward per revealing step
+
+
+@pytest.mark.parametrize(
+    "measure, cfg_scale", [("entropy", 0.0), ("margin", 0.0), ("entropy", 1.5), ("margin", 1.0)]
+)
+def test_dream_remasking_commits_the_most_confident_by_its_measure(llm, monkeypatch, measure, cfg_scale):
+    """remasking "entropy" / "margin" (Dream's alg "entropy" / "topk_margin"): at every step the
+    schedule's count of masked positions with the highest sum(p log p) / p_top1 - p_top2 of p =
+    softmax(guided logits) commit, each with its argmax token."""
+    post_forward = llm.engine.runner.post_forward
+    commits, steps = post_forward.commits, []
+
+    def record(requests, logits):
+        masked, guided = list(requests[0].masked), logits.clone()
+        out = commits(requests, logits)
+        steps.append((masked, guided, out[requests[0].request_id]))
+        return out
+
+    monkeypatch.setattr(post_forward, "commits", record)
+    params = SamplingParams(
+        max_tokens=12, steps=4, block_length=6, remasking=measure, cfg_scale=cfg_scale, ignore_eos=True
+    )
+    llm.generate(prompt_token_ids=[PROMPTS[2]], sampling_params=params)
+    assert len(steps) == 4
+    differs = False
+    for masked, guided, commit in steps:
+        p = torch.softmax(guided.double(), dim=-1)
+        if measure == "entropy":
+            score = (p * p.clamp_min(1e-300).log()).sum(-1)
+        else:
+            top2 = p.topk(2, dim=-1).values
+            score = top2[:, 0] - top2[:, 1]
+        picked = score.topk(3).indices  # 6 masks over 2 steps per block: 3 per step
+        assert sorted(commit.positions) == sorted(masked[i] for i in picked.tolist())
+        by_position = dict(zip(commit.positions, commit.tokens, strict=True))
+        assert [by_position[masked[i]] for i in picked.tolist()] == guided[picked].argmax(-1).tolist()
+        differs |= set(picked.tolist()) != set(p.max(-1).values.topk(3).indices.tolist())
+    if cfg_scale == 0:  # on these logits the order differs from low_confidence's at some step
+        assert differs

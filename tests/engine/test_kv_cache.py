@@ -258,6 +258,49 @@ def test_mixed_batch_matches_each_request_alone(llm):
     _assert_batch_matches_each_alone(llm, prompts, params)
 
 
+def test_dream_remasking_in_a_mixed_batch_matches_each_request_alone(llm):
+    """entropy / margin rows beside low_confidence and random ones, under every unmasking mode,
+    guidance, sampling with filters, EOS bans and both caches: each request gets its tokens alone."""
+    prompts = PROMPTS + [[5, 6], [77] * 11, [9, 9, 8], [14, 13, 12, 11], [60] * 6, [33, 34]]
+    params = [
+        SamplingParams(max_tokens=12, steps=6, block_length=6, remasking="entropy", ignore_eos=True),
+        SamplingParams(
+            max_tokens=12, steps=6, block_length=4, remasking="margin", cache="dual", cfg_scale=1.0
+        ),
+        SamplingParams(
+            max_tokens=9, block_length=3, remasking="low_confidence", threshold=0.5, ignore_eos=True
+        ),
+        SamplingParams(
+            max_tokens=8, block_length=4, remasking="random", seed=5, cache="dual", ignore_eos=True
+        ),
+        SamplingParams(
+            max_tokens=9, block_length=3, remasking="margin", threshold=0.3, cache="dual", ignore_eos=True
+        ),
+        SamplingParams(
+            max_tokens=10, block_length=5, remasking="entropy", factor=3.0, cfg_scale=0.5, logits_eos_inf=True
+        ),
+        SamplingParams(
+            max_tokens=8,
+            steps=4,
+            block_length=8,
+            remasking="entropy",
+            temperature=0.8,
+            top_p=0.9,
+            seed=2,
+            cache="prefix",
+            confidence_eos_eot_inf=True,
+            ignore_eos=True,
+        ),
+        SamplingParams(
+            max_tokens=8, steps=24, remasking="margin", sampler="continuous", seed=4, ignore_eos=True
+        ),
+        SamplingParams(
+            max_tokens=8, block_length=4, remasking="entropy", threshold=0.9, cache="dual", ignore_eos=True
+        ),
+    ]
+    _assert_batch_matches_each_alone(llm, prompts, params)
+
+
 def test_requests_joining_a_running_batch_get_the_tokens_they_get_alone(tiny_ckpt):
     """With room for three at a time, requests join as others finish: the runner's kept state (the
     settings table's slots, the forward's layout) follows every join and leave."""

@@ -1,11 +1,15 @@
 """SamplingParams validation, the temperature sampler's distribution, and the unmasking policies."""
 
+import math
+
 import pytest
 import torch
 
+from engine.sampler import RowParams, distribution_confidence, sample_candidates
 from engine.sampling_params import SamplingParams
 from engine.unmasking import MODES, FactorPolicy, PolicyStep, SchedulePolicy, ThresholdPolicy, choose
 from kernels import sampling_head
+from kernels.ops import TorchOps
 from kernels.sampling_head import sample_head_ref
 
 
@@ -17,7 +21,7 @@ from kernels.sampling_head import sample_head_ref
         ({"steps": True}, "steps must be an integer"),
         ({"temperature": -0.1}, "temperature must be at least 0"),
         ({"temperature": float("nan")}, "temperature must be a finite number"),
-        ({"remasking": "lowest"}, "remasking must be one of low_confidence, random"),
+        ({"remasking": "lowest"}, "remasking must be one of low_confidence, random, entropy, margin"),
         ({"cfg_scale": -1}, "cfg_scale must be at least 0"),
         ({"threshold": 1.5}, r"threshold must be in \(0, 1\]"),
         ({"sampler": "fast"}, "sampler must be one of exact, continuous"),
@@ -151,3 +155,46 @@ def test_each_row_takes_its_own_policy_and_settings():
     chosen = choose(step, {"schedule", "threshold", "continuous", "factor"})
     # Padding (past each row's own length) is never chosen, even where a reveal was drawn.
     assert _picked(chosen) == [[1, 2, 3], [1], [1], [0, 2], [0]]
+
+
+def _dream_confidences(row: torch.Tensor) -> tuple[float, float]:
+    """One position's (negative entropy, top1 - top2 margin) of p = softmax(row), in float64."""
+    p = torch.softmax(row.double(), dim=0).tolist()
+    neg_entropy = sum(q * math.log(q) for q in p if q > 0)
+    best, second = sorted(p, reverse=True)[:2]
+    return neg_entropy, best - second
+
+
+def test_dream_confidences_restate_entropy_and_margin():
+    gen = torch.Generator().manual_seed(11)
+    logits = torch.randn(9, 300, generator=gen) * 3
+    logits[2, :50] = float("-inf")  # banned columns: probability 0, nothing in the entropy
+    logits[5] = 0.0  # uniform: entropy log V, margin 0
+    neg_entropy = distribution_confidence(logits, "entropy")
+    margin = distribution_confidence(logits, "margin")
+    assert neg_entropy.dtype == margin.dtype == torch.float32
+    for i in range(logits.shape[0]):
+        want_entropy, want_margin = _dream_confidences(logits[i])
+        assert neg_entropy[i].item() == pytest.approx(want_entropy, abs=1e-4)
+        assert margin[i].item() == pytest.approx(want_margin, abs=1e-6)
+    assert neg_entropy[5].item() == pytest.approx(-math.log(300), abs=1e-4)
+
+
+def test_each_row_takes_its_own_confidence():
+    """Rows of low_confidence, entropy and margin requests in one call: each gets its own measure;
+    candidates are the same whatever the measure, and EOS/EoT bans still push candidates to -inf."""
+    gen = torch.Generator().manual_seed(12)
+    logits = torch.randn(7, 40, generator=gen) * 2
+    rows = RowParams(keys=torch.arange(7), temperature=torch.zeros(7))
+    plain_tokens, plain = sample_candidates(logits, rows, torch.tensor([39]), TorchOps())
+    rows.measured = {"entropy": torch.tensor([1, 2]), "margin": torch.tensor([4, 6])}
+    rows.ban_stop_confidence = torch.tensor([False] * 6 + [True])
+    stop = int(logits[6].argmax())  # row 6's candidate is a stop token: banned
+    tokens, confidence = sample_candidates(logits, rows, torch.tensor([stop]), TorchOps())
+    assert torch.equal(tokens, plain_tokens)
+    for i in (0, 3, 5):
+        assert confidence[i] == plain[i]
+    for i in (1, 2):
+        assert confidence[i].item() == pytest.approx(_dream_confidences(logits[i])[0], abs=1e-4)
+    assert confidence[4].item() == pytest.approx(_dream_confidences(logits[4])[1], abs=1e-6)
+    assert confidence[6] == float("-inf")

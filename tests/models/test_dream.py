@@ -227,9 +227,16 @@ def test_release_alg_origin_is_the_continuous_sampler(llm, release):
     )[0]
     assert len(out.token_ids) == 10 and out.num_forward_passes <= 10  # 512 steps, at most 10 reveal
     config = llm.engine.model_config
-    for alg, sampler in [("maskgit_plus", "exact"), ("entropy", "exact"), (None, None)]:
+    for alg, sampler, remasking in [
+        ("maskgit_plus", "exact", None),
+        ("entropy", "exact", "entropy"),
+        ("topk_margin", "exact", "margin"),
+        (None, None, None),
+    ]:
         gen = {"steps": 512} if alg is None else {"alg": alg, "steps": 512}
-        assert config.generation_defaults(gen).get("sampler") == sampler
+        defaults = config.generation_defaults(gen)
+        assert (defaults.get("sampler"), defaults.get("remasking")) == (sampler, remasking)
+        assert SamplingParams().resolve(defaults).remasking == (remasking or "low_confidence")
 
 
 @pytest.mark.interpreter
