@@ -1,8 +1,9 @@
-"""The op table the model calls: one object per backend with the same five methods.
+"""The op table the model calls: one object per backend with the same eight methods.
 
-`TorchOps` calls the plain-torch `*_ref` functions (CPU, and the GPU fallback); `TritonOps` calls the
-Triton launchers (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 in tests). Both are stateless;
-pick one with `get_ops(name, device)` once when the model is built, never per call.
+Each method is the kernel module's function itself, with the signature below: `TorchOps` holds the
+plain-torch `*_ref` functions (CPU, and the GPU fallback), `TritonOps` the Triton launchers (CUDA
+tensors, or CPU tensors under TRITON_INTERPRET=1 in tests). Both are stateless; pick one with
+`get_ops(name, device)` once when the model is built, never per call.
 
 Shapes (see each kernel file for the details):
     rms_norm(x [N, d], weight [d], eps, residual [N, d] | None) -> y | (y, x + residual)
@@ -35,142 +36,29 @@ class TorchOps:
     """Plain-torch references; works on any device."""
 
     name = "torch"
-
-    def rms_norm(
-        self,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        eps: float,
-        residual: torch.Tensor | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        return _rms_norm.rms_norm_ref(x, weight, eps, residual)
-
-    def rotary(
-        self, x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ) -> torch.Tensor:
-        return _rotary.rotary_ref(x, positions, cos, sin)
-
-    def swiglu(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        return _swiglu.swiglu_ref(gate, up)
-
-    def attention(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        cu_seqlens_q: torch.Tensor,
-        cu_seqlens_k: torch.Tensor,
-        scale: float | None = None,
-    ) -> torch.Tensor:
-        return _attention.attention_ref(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
-
-    def paged_attention(
-        self,
-        q: torch.Tensor,
-        k_cache: torch.Tensor,
-        v_cache: torch.Tensor,
-        cu_seqlens_q: torch.Tensor,
-        page_table: torch.Tensor,
-        kv_lens: torch.Tensor,
-        page_size: int,
-        scale: float | None = None,
-    ) -> torch.Tensor:
-        return _attention.paged_attention_ref(
-            q, k_cache, v_cache, cu_seqlens_q, page_table, kv_lens, page_size, scale
-        )
-
+    rms_norm = staticmethod(_rms_norm.rms_norm_ref)
+    rotary = staticmethod(_rotary.rotary_ref)
+    swiglu = staticmethod(_swiglu.swiglu_ref)
+    attention = staticmethod(_attention.attention_ref)
+    paged_attention = staticmethod(_attention.paged_attention_ref)
     write_kv = staticmethod(_attention.write_kv)
-
-    def sample_head(
-        self,
-        logits: torch.Tensor,
-        temperature: torch.Tensor,
-        seeds: torch.Tensor,
-        uncond: torch.Tensor | None = None,
-        cfg_scale: float = 0.0,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return _sampling_head.sample_head_ref(logits, temperature, seeds, uncond, cfg_scale)
-
-    def moe(
-        self,
-        h: torch.Tensor,
-        w_gate_up: torch.Tensor,
-        w_down: torch.Tensor,
-        weights: torch.Tensor,
-        experts: torch.Tensor,
-    ) -> torch.Tensor:
-        return _moe.moe_ref(h, w_gate_up, w_down, weights, experts)
+    sample_head = staticmethod(_sampling_head.sample_head_ref)
+    moe = staticmethod(_moe.moe_ref)
 
 
 class TritonOps:
-    """Triton launchers; inputs must be CUDA tensors (or CPU tensors under TRITON_INTERPRET=1)."""
+    """Triton launchers; inputs must be CUDA tensors (or CPU tensors under TRITON_INTERPRET=1). The
+    launchers take the references' arguments, plus tuning keywords the op table never passes."""
 
     name = "triton"
-
-    def rms_norm(
-        self,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        eps: float,
-        residual: torch.Tensor | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        return _rms_norm.rms_norm(x, weight, eps, residual)
-
-    def rotary(
-        self, x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ) -> torch.Tensor:
-        return _rotary.rotary(x, positions, cos, sin)
-
-    def swiglu(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        return _swiglu.swiglu(gate, up)
-
-    def attention(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        cu_seqlens_q: torch.Tensor,
-        cu_seqlens_k: torch.Tensor,
-        scale: float | None = None,
-    ) -> torch.Tensor:
-        return _attention.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
-
-    def paged_attention(
-        self,
-        q: torch.Tensor,
-        k_cache: torch.Tensor,
-        v_cache: torch.Tensor,
-        cu_seqlens_q: torch.Tensor,
-        page_table: torch.Tensor,
-        kv_lens: torch.Tensor,
-        page_size: int,
-        scale: float | None = None,
-    ) -> torch.Tensor:
-        return _attention.paged_attention(
-            q, k_cache, v_cache, cu_seqlens_q, page_table, kv_lens, page_size, scale
-        )
-
+    rms_norm = staticmethod(_rms_norm.rms_norm)
+    rotary = staticmethod(_rotary.rotary)
+    swiglu = staticmethod(_swiglu.swiglu)
+    attention = staticmethod(_attention.attention)
+    paged_attention = staticmethod(_attention.paged_attention)
     write_kv = staticmethod(_attention.write_kv)
-
-    def sample_head(
-        self,
-        logits: torch.Tensor,
-        temperature: torch.Tensor,
-        seeds: torch.Tensor,
-        uncond: torch.Tensor | None = None,
-        cfg_scale: float = 0.0,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return _sampling_head.sample_head(logits, temperature, seeds, uncond, cfg_scale)
-
-    def moe(
-        self,
-        h: torch.Tensor,
-        w_gate_up: torch.Tensor,
-        w_down: torch.Tensor,
-        weights: torch.Tensor,
-        experts: torch.Tensor,
-    ) -> torch.Tensor:
-        return _moe.grouped_moe(h, w_gate_up, w_down, weights, experts)
+    sample_head = staticmethod(_sampling_head.sample_head)
+    moe = staticmethod(_moe.grouped_moe)
 
 
 OPS_BACKENDS = ("torch", "triton", "auto")
