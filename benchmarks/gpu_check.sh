@@ -64,19 +64,23 @@ done
 # only: a full-canvas step at batch 32 (32 x 320 positions) is ~0.25 s, about 64 s a run.
 ENGINE=(benchmarks/offline.py --device cuda --llada-8b --prompt-len 64 --max-tokens 256
     --block-length 32 --repeats 1 --out "$OUT_DIR")
-run_step "engine LLaDA-8B: dual, prefix; 1 token/step" 180 "$PY" "${ENGINE[@]}" --kernels triton \
-    --cache dual,prefix --batches 1,32,8 --tag tps1_cached
+# The dual cache with the engine's CUDA graphs off and on, interleaved in one run.
+run_step "engine LLaDA-8B: dual without/with CUDA graphs; 1 token/step" 200 "$PY" "${ENGINE[@]}" \
+    --kernels triton --cache dual --cuda-graphs compare --batches 1,32,8 --tag tps1_cached
 run_step "engine LLaDA-8B: none, prefix, dual; 4 tokens/step" 150 "$PY" "${ENGINE[@]}" --kernels triton \
     --cache none,prefix,dual --batches 1,8,32 --tokens-per-step 4 --tag tps4
 run_step "engine LLaDA-8B: none; 1 token/step" 120 "$PY" "${ENGINE[@]}" --kernels triton \
     --cache none --batches 1,8 --tag tps1_exact
 run_step "engine LLaDA-8B: torch kernels" 90 "$PY" "${ENGINE[@]}" --kernels torch \
     --cache none,dual --batches 1 --tag tps1
-# Where a cached step's time goes: host vs kernel time, launches, syncs (torch profiler), batch 1 and 32.
+# Where a cached step's time goes: host vs kernel time, launches, syncs (torch profiler), batch 1 and 32,
+# with the engine's CUDA graphs; batch 1 also without them.
 for b in 1 32; do
     run_step "profile dual step, batch $b" 90 "$PY" benchmarks/profile_step.py --device cuda --llada-8b \
-        --kernels triton --cache dual --batch "$b" --out "$OUT_DIR"
+        --kernels triton --cache dual --batch "$b" --cuda-graphs on --out "$OUT_DIR"
 done
+run_step "profile dual step, batch 1, no CUDA graphs" 90 "$PY" benchmarks/profile_step.py --device cuda \
+    --llada-8b --kernels triton --cache dual --batch 1 --cuda-graphs off --out "$OUT_DIR"
 # Every other family's tiny release-layout checkpoint through the engine with the Triton kernels (the
 # shapes the interpreter tests cover; first GPU run of the MoE, Dream, SMDM and RADD networks).
 for family in llada_moe dream smdm radd; do

@@ -17,9 +17,11 @@ One row per (batch, cache mode): tokens/s, forwards/s, rows per forward, forward
 generated token (sum of StepStats.num_tokens / generated tokens), speedup over cache "none" at the
 same batch and settings (when "none" ran too), median seconds (the table and speedups:
 engine_goals.py, which also judges the GPU goals on these files). At each batch size every mode
-warms up on one block (kernels compiled, allocator warm), then `--repeats` rounds run each mode once,
-interleaved. Results go to OUT/offline_<cpu|gpu>_<kernels>[_llada8b][_<model>][_<tag>].{md,json},
-the device named in both, rewritten after every batch size so that a run cut short keeps the rest.
+warms up (two steps per block: kernels compiled, allocator warm, CUDA graphs captured), then
+`--repeats` rounds run each mode once, interleaved (`--cuda-graphs compare`: each mode with the
+engine's CUDA graphs off and on, rows "dual" and "dual+graphs"). Results go to
+OUT/offline_<cpu|gpu>_<kernels>[_llada8b][_<model>][_<tag>].{md,json}, the device named in both,
+rewritten after every batch size so that a run cut short keeps the rest.
 """
 
 from __future__ import annotations
@@ -133,10 +135,12 @@ def device_name(device: str) -> str:
     return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
-def sampling_params(max_tokens: int, block_length: int, tokens_per_step: int, cache: str) -> SamplingParams:
+def sampling_params(
+    max_tokens: int, block_length: int, tokens_per_step: int, cache: str, steps: int | None = None
+) -> SamplingParams:
     return SamplingParams(
         max_tokens=max_tokens,
-        steps=max(max_tokens // tokens_per_step, 1),
+        steps=steps or max(max_tokens // tokens_per_step, 1),
         block_length=block_length,
         temperature=0.0,
         ignore_eos=True,
@@ -158,25 +162,42 @@ def timed_generate(llm: LLM, prompts: list[list[int]], params: SamplingParams) -
 
 
 def measure_batch(llm: LLM, batch: int, args: argparse.Namespace) -> list[dict]:
-    """Every cache mode at one batch size: a one-block warm-up each, then `args.repeats` rounds of
+    """Every cache mode at one batch size: a warm-up each, then `args.repeats` rounds of
     one run per mode (interleaved, so that a drifting load on the machine hits every mode alike);
     each mode's row reports its median time."""
     prompts = prompt_ids(batch, args.prompt_len, llm.engine.spec)
     tps = args.tokens_per_step
     steps = []
     llm.engine.step_listeners[:] = [steps.append]
-    for cache in args.caches:
-        timed_generate(llm, prompts, sampling_params(args.block_length, args.block_length, tps, cache))
-    times = {cache: [] for cache in args.caches}
+    runner = llm.engine.runner
+    graphs = runner.graphs  # the engine's, switched off for the "off" runs of --cuda-graphs compare
+    variants = [
+        (cache, on)
+        for cache in args.caches
+        for on in ((False, True) if args.cuda_graphs == "compare" else (graphs is not None,))
+    ]
+    # Warm-up: the whole length at two steps per block (the block-entry refresh, then one block step),
+    # so the CUDA graphs of the run's shapes (rows, block, page-table width) are captured before timing.
+    num_blocks = -(-args.max_tokens // args.block_length)
+    warm_steps = min(2 * num_blocks, args.max_tokens)
+    for cache, on in variants:
+        runner.graphs = graphs if on else None
+        warm = sampling_params(args.max_tokens, args.block_length, tps, cache, steps=warm_steps)
+        timed_generate(llm, prompts, warm)
+    times = {v: [] for v in variants}
     runs = {}
     for _ in range(args.repeats):
-        for cache in args.caches:
+        for cache, on in variants:
+            runner.graphs = graphs if on else None
             steps.clear()
             params = sampling_params(args.max_tokens, args.block_length, tps, cache)
             seconds, tokens = timed_generate(llm, prompts, params)
-            times[cache].append(seconds)
-            runs[cache] = (tokens, list(steps))
-    return [result_row(llm, batch, cache, times[cache], *runs[cache], args) for cache in args.caches]
+            times[cache, on].append(seconds)
+            runs[cache, on] = (tokens, list(steps))
+    runner.graphs = graphs
+    return [
+        result_row(llm, batch, cache, on, times[cache, on], *runs[cache, on], args) for cache, on in variants
+    ]
 
 
 def prompt_ids(batch: int, length: int, spec) -> list[list[int]]:
@@ -186,12 +207,15 @@ def prompt_ids(batch: int, length: int, spec) -> list[list[int]]:
     return [[t + 1 if t == spec.mask_token_id else t for t in row] for row in ids]
 
 
-def result_row(llm: LLM, batch: int, cache: str, times: list[float], tokens: int, steps, args) -> dict:
+def result_row(
+    llm: LLM, batch: int, cache: str, graphs: bool, times: list[float], tokens: int, steps, args
+) -> dict:
     t = statistics.median(times)
     forwards = [s for s in steps if s.num_rows]
     positions = sum(s.num_tokens for s in steps)
     return {
         "cache": cache,
+        "cuda_graphs": graphs and cache != "none",  # exact steps never take a graph
         "batch": batch,
         "tokens_per_step": args.tokens_per_step,
         "prompt_len": args.prompt_len,
@@ -229,12 +253,20 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--tokens-per-step", type=int, default=1, help="steps = max_tokens / this")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tag", default="", help="appended to the result file names")
+    ap.add_argument(
+        "--cuda-graphs",
+        default="auto",
+        choices=["auto", "on", "off", "compare"],
+        help="the engine's CUDA graphs; compare: every cache mode with graphs off and on, interleaved",
+    )
     add_out_argument(ap)
     args = ap.parse_args(argv)
     args.caches = [c for c in args.cache.split(",") if c]
     bad = [c for c in args.caches if c not in CACHE_MODES]
     if bad or not args.caches:
         ap.error(f"--cache: {', '.join(bad) or 'empty'}; choose from {', '.join(CACHE_MODES)}")
+    if args.cuda_graphs in ("on", "compare") and not args.device.startswith("cuda"):
+        ap.error(f"--cuda-graphs {args.cuda_graphs} needs --device cuda")
     if args.tokens_per_step < 1 or args.max_tokens % args.tokens_per_step:
         ap.error("--max-tokens must be a multiple of --tokens-per-step")
     if args.block_length > args.max_tokens or args.block_length % args.tokens_per_step:
@@ -298,7 +330,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer = load(args, Path(tmp))
-        llm = LLM(model, tokenizer=tokenizer, device=args.device, kernels=args.kernels)
+        graphs = "on" if args.cuda_graphs == "compare" else args.cuda_graphs
+        llm = LLM(model, tokenizer=tokenizer, device=args.device, kernels=args.kernels, cuda_graphs=graphs)
         name, header = describe(args, llm)
         results = []
         for batch in (int(b) for b in args.batches.split(",")):

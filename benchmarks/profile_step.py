@@ -9,7 +9,8 @@ cache on entering the first block; then `--steps` engine steps are profiled with
 and, on CUDA, device activity). Per step it reports: wall time; device kernel time (the sum of the
 kernels' durations); launches (cudaLaunchKernel and friends); host-device synchronisations (calls that
 wait: aten::_local_scalar_dense behind .item()/.tolist()/int(), cudaStreamSynchronize,
-cudaDeviceSynchronize; on the CPU this counts reads of host tensors too); copies (cudaMemcpyAsync);
+cudaDeviceSynchronize; on the CPU this counts reads of host tensors too); CUDA graph replays
+(cudaGraphLaunch: a replayed step's kernels are not launches); copies (cudaMemcpyAsync);
 and the number of aten operators. Also the ten
 operators with the most host time. Writes OUT/profile_step_<device>_<cache>_b<batch>.{md,json}.
 """
@@ -52,6 +53,7 @@ def summarize(prof, num_steps: int, wall_s: float, on_cuda: bool) -> dict:
         "wall_ms_per_step": wall_s * 1e3 * per,
         "kernel_ms_per_step": kernel_us / 1e3 * per if on_cuda else None,
         "launches_per_step": sum(counts[n] for n in LAUNCHES) * per,
+        "graph_replays_per_step": counts["cudaGraphLaunch"] * per,
         "syncs_per_step": sum(counts[n] for n in SYNCS) * per,
         "copies_per_step": counts["cudaMemcpyAsync"] * per,
         "aten_ops_per_step": sum(c for n, c in counts.items() if n.startswith("aten::")) * per,
@@ -74,6 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default="dual", choices=["none", "prefix", "dual"])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5, help="engine steps profiled")
+    ap.add_argument("--cuda-graphs", default="auto", choices=["auto", "on", "off"], help="the engine's")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--d-model", type=int, default=256, help="random model: width")
     ap.add_argument("--vocab-size", type=int, default=32000, help="random model: embedding/LM-head rows")
@@ -88,12 +91,12 @@ def main(argv=None) -> int:
             model = random_llada_8b(args.device, torch.bfloat16)
         else:
             model = random_checkpoint(Path(tmp), d_model=args.d_model, vocab_size=args.vocab_size)
-        llm = LLM(model, device=args.device, kernels=args.kernels)
+        llm = LLM(model, device=args.device, kernels=args.kernels, cuda_graphs=args.cuda_graphs)
         engine = llm.engine
         params = SamplingParams(max_tokens=256, steps=256, block_length=32, cache=args.cache, ignore_eos=True)
         for i in range(args.batch):
             engine.add_request(f"r{i}", [(7 * i + j) % 200 + 10 for j in range(64)], params)
-        for _ in range(3):  # admission, the block-entry refresh, one cached step (warm)
+        for _ in range(3):  # admission, the block-entry refresh, one cached step (warm; graphs captured)
             engine.step()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
         with profile(activities=activities) as prof:
@@ -108,6 +111,7 @@ def main(argv=None) -> int:
         result = summarize(prof, args.steps, wall, on_cuda)
 
     dev = device_name(args.device)
+    graphs = engine.runner.graphs is not None
     what = (
         "random LLaDA-8B shapes, bf16"
         if args.llada_8b
@@ -115,15 +119,17 @@ def main(argv=None) -> int:
     )
     header = (
         f"Profile of {args.steps} engine steps ({args.cache} cache, batch {args.batch}, one token per step), "
-        f"{what}, device: {dev}, kernels: {engine.ops.name}"
+        f"{what}, device: {dev}, kernels: {engine.ops.name}, CUDA graphs: {graphs}"
     )
     kernel = "n/a" if result["kernel_ms_per_step"] is None else f"{result['kernel_ms_per_step']:.3f}"
     lines = [
         header,
         "",
-        "| wall ms/step | kernel ms/step | launches/step | syncs/step | copies/step | aten ops/step |",
-        "|---|---|---|---|---|---|",
+        "| wall ms/step | kernel ms/step | launches/step | graph replays/step | syncs/step | copies/step "
+        "| aten ops/step |",
+        "|---|---|---|---|---|---|---|",
         f"| {result['wall_ms_per_step']:.3f} | {kernel} | {result['launches_per_step']:.0f} | "
+        f"{result['graph_replays_per_step']:.1f} | "
         f"{result['syncs_per_step']:.1f} | {result['copies_per_step']:.1f} | "
         f"{result['aten_ops_per_step']:.0f} |",
         "",
@@ -138,7 +144,9 @@ def main(argv=None) -> int:
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"profile_step_{'gpu' if on_cuda else 'cpu'}_{args.cache}_b{args.batch}"
+    name = f"profile_step_{'gpu' if on_cuda else 'cpu'}_{args.cache}_b{args.batch}" + (
+        "_graphs" if graphs else ""
+    )
     (out / f"{name}.md").write_text(table + "\n")
     (out / f"{name}.json").write_text(
         json.dumps({"device": dev, "header": header, **result}, indent=2) + "\n"

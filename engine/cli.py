@@ -112,6 +112,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "triton", "torch"],
         help="auto: Triton kernels on CUDA, torch references on CPU",
     )
+    parser.add_argument(
+        "--cuda-graphs",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="replay the dual-cache block step as CUDA graphs (auto: with CUDA and the Triton kernels)",
+    )
     parser.add_argument("--max-num-seqs", type=int, default=32, help="requests denoising together")
     parser.add_argument(
         "--max-num-batched-tokens",
@@ -185,6 +191,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
         dtype=args.dtype,
         device=args.device,
         kernels=args.kernels,
+        cuda_graphs=args.cuda_graphs,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
         cache=args.cache,

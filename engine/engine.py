@@ -6,6 +6,7 @@ against the checkpoint's defaults when they are added, so a bad request fails al
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from engine.cuda_graphs import MODES as GRAPH_MODES
+from engine.cuda_graphs import resolve_mode as resolve_graph_mode
 from engine.kv_cache import KVCache, kv_budget_bytes
 from engine.model_runner import ModelRunner
 from engine.outputs import RequestOutput, StepStats
@@ -22,6 +25,8 @@ from engine.sampling_params import CACHE_MODES, SamplingParams
 from engine.scheduler import Scheduler
 from kernels.ops import get_ops
 from models.registry import DEMO_MODEL_DIR, LoadedModel, load_model
+
+log = logging.getLogger("dllm.engine")
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class EngineConfig:
     max_num_batched_tokens: int | None = None
     cache: str | None = None  # default cache mode of requests that set none (None: checkpoint, "none")
     kv_cache_memory: float | None = None  # K/V pool GiB (None: half the free CUDA memory; 1 on CPU)
+    cuda_graphs: str = "auto"  # auto (on with CUDA and Triton kernels) | on | off: engine/cuda_graphs.py
 
     def __post_init__(self):
         for name in ("max_num_seqs", "max_num_batched_tokens"):
@@ -48,6 +54,8 @@ class EngineConfig:
         if self.cache is not None and self.cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
         _check_device(self.device)
+        if self.cuda_graphs not in GRAPH_MODES:
+            raise ValueError(f"cuda_graphs must be one of {', '.join(GRAPH_MODES)}; got {self.cuda_graphs!r}")
         memory = self.kv_cache_memory
         if memory is not None and (
             isinstance(memory, bool)
@@ -104,6 +112,16 @@ class Engine:
         self.ops = get_ops(config.kernels, self.loaded.device)
         self.kv_cache = self._make_kv_cache()
         self.runner = ModelRunner(self.loaded, self.ops, self.kv_cache)
+        graphs = resolve_graph_mode(config.cuda_graphs, self.loaded.device, self.ops.name)
+        if graphs and self.kv_cache.scratch_page is not None:  # no pool: no cached step to graph
+            self.runner.use_cuda_graphs(max_rows=2 * config.max_num_seqs)  # CFG rows count twice
+            sizes = self.runner.graphs.sizes
+            log.info(
+                "CUDA graphs on: dual-cache block steps of 1 to %d rows (padded to %s), each shape "
+                "captured on its first step",
+                sizes[-1],
+                ", ".join(map(str, sizes)),
+            )
         detok = None
         if self.tokenizer is not None:
             detok = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731

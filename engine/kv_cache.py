@@ -70,7 +70,10 @@ class KVCache:
     ):
         self.page_size = page_size
         self.allocator = PageAllocator(num_pages)
-        shape = (num_layers, num_pages * page_size, num_kv_heads, head_dim)
+        # One page past the allocator's: where the padding rows of a CUDA-graph step write and read
+        # (engine/cuda_graphs.py); no request ever holds it. Only with a pool at all.
+        self.scratch_page = num_pages if num_pages else None
+        shape = (num_layers, (num_pages + (num_pages > 0)) * page_size, num_kv_heads, head_dim)
         # torch.empty: on the CPU large blocks are mapped lazily, so unused pages cost no memory.
         self.k = torch.empty(shape, dtype=dtype, device=device)
         self.v = torch.empty(shape, dtype=dtype, device=device)

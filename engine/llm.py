@@ -31,6 +31,7 @@ class LLM:
         dtype: str = "auto",
         device: str = "auto",
         kernels: str = "auto",
+        cuda_graphs: str = "auto",
         max_num_seqs: int = 32,
         max_num_batched_tokens: int | None = None,  # None: max(65536, 2 x the model's context)
         cache: str | None = None,
@@ -45,6 +46,7 @@ class LLM:
                 dtype=dtype,
                 device=device,
                 kernels=kernels,
+                cuda_graphs=cuda_graphs,
                 max_num_seqs=max_num_seqs,
                 max_num_batched_tokens=max_num_batched_tokens,
                 cache=cache,

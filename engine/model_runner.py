@@ -7,7 +7,9 @@ its cache), or, with Fast-dLLM's approximate caches, the active block and everyt
 (prefix) or the active block alone (dual), the other keys coming from the cache (see
 `Request.query_range` and models/forward_batch.py). Only the masked positions of each active block
 reach the LM head. Requests whose canvas did not change since their last forward
-take no row and reuse that forward's logits (exact: the network has no time input).
+take no row and reuse that forward's logits (exact: the network has no time input). With CUDA graphs
+on, a dual-cache block step replays a captured graph of the network's blocks (engine/cuda_graphs.py)
+and only the head runs eagerly.
 
 Kept across steps, rebuilt only when what they depend on changes: the forward's layout
 (engine/batch_layout.py: rows, positions, page tables) and the requests' settings
@@ -22,6 +24,7 @@ import os
 import torch
 
 from engine.batch_layout import Layout, build_layout
+from engine.cuda_graphs import StepGraphs
 from engine.kv_cache import KVCache
 from engine.outputs import SchedulerOutput, StepOutput
 from engine.post_forward import PostForward
@@ -44,6 +47,14 @@ class ModelRunner:
         # Shifted-logits families (Dream) read position p's logits from the output at p - 1.
         self.shift = 1 if self.spec.shift_logits else 0
         self._layout: Layout | None = None  # the last forward's, reused while its rows stay the same
+        self.graphs: StepGraphs | None = None  # CUDA graphs of the cached block step (Engine sets them)
+
+    def use_cuda_graphs(self, max_rows: int, capture: bool = True) -> None:
+        """Run the cached block steps of up to `max_rows` rows through CUDA graphs (engine/cuda_graphs.py);
+        capture=False runs their padded static-buffer forward eagerly (what the CPU tests check)."""
+        self.graphs = StepGraphs(
+            self.model, self.ops, self.kv_cache, self.spec.mask_token_id, max_rows, capture
+        )
 
     def init_request(self, request) -> None:
         """Fix the seed that keys the request's random draws (its own, or a random one)."""
@@ -86,8 +97,15 @@ class ModelRunner:
             return torch.empty((0, self.spec.vocab_size), device=self.device), 0, 0
         ids = to_device(int_tensor(layout.ids(self.spec.mask_token_id)), self.device)
         index, num_guided = layout.logits_index()
-        batch = PackedBatch(ids, layout.positions, layout.cu_seqlens, max_len=layout.max_len, kv=layout.kv)
-        flat = self.model(batch, self.ops, to_device(int_tensor(index), self.device)).float()
+        index_t = to_device(int_tensor(index), self.device)
+        hidden = self.graphs.hidden(layout, ids) if self.graphs is not None else None
+        if hidden is not None:  # a graph replayed the blocks; the head takes the masked rows
+            flat = self.model.head(hidden[index_t], self.ops).float()
+        else:
+            batch = PackedBatch(
+                ids, layout.positions, layout.cu_seqlens, max_len=layout.max_len, kv=layout.kv
+            )
+            flat = self.model(batch, self.ops, index_t).float()
         num_cond = len(index) - num_guided  # the unconditional rows come last
         guided = flat[:num_cond]
         if num_guided:  # the CFG requests' rows lead: un + (w + 1) * (cond - un)

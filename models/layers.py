@@ -76,16 +76,20 @@ class DiffusionLM(nn.Module):
     def head(self, x: torch.Tensor, ops) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, batch: PackedBatch, ops, logits_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [M, vocab] for rows `logits_index` of the packed batch (all rows if None)."""
+    def hidden(self, batch: PackedBatch, ops) -> torch.Tensor:
+        """The last block's output [N, d] for every packed position (before the head's norm): the part
+        of a forward the engine can capture in a CUDA graph (engine/cuda_graphs.py)."""
         x = self.embed(batch.input_ids)
         max_len = batch.max_len if batch.max_len is not None else int(batch.positions.max()) + 1
         rope = self.rope_tables(max_len, x.device)
         for i, block in enumerate(self.layers()):
             x = block(x, batch, ops, rope, i)
-        if logits_index is not None:
-            x = x[logits_index]
-        return self.head(x, ops)
+        return x
+
+    def forward(self, batch: PackedBatch, ops, logits_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [M, vocab] for rows `logits_index` of the packed batch (all rows if None)."""
+        x = self.hidden(batch, ops)
+        return self.head(x if logits_index is None else x[logits_index], ops)
 
 
 class SwiGLU(nn.Module):

@@ -70,6 +70,18 @@ class Metrics:
         self.kv_usage = Gauge(
             "dllm_kv_cache_usage_ratio", "fraction of K/V cache pages in use (0 to 1)", registry=r
         )
+        self.graphs_captured = Gauge(
+            "dllm_cuda_graphs_captured", "CUDA graphs of the cached block step captured so far", registry=r
+        )
+        self.graph_capture_seconds = Gauge(
+            "dllm_cuda_graph_capture_seconds", "time spent capturing CUDA graphs, in all", registry=r
+        )
+        self.graph_memory = Gauge(
+            "dllm_cuda_graph_memory_bytes", "device memory the captures added (reserved), in all", registry=r
+        )
+        self.graph_replays = Gauge(
+            "dllm_cuda_graph_replays", "engine steps whose network ran as a CUDA graph replay", registry=r
+        )
         self.time_to_first_block = Histogram(
             "dllm_time_to_first_block_seconds",
             "arrival to first finished block",
@@ -88,6 +100,14 @@ class Metrics:
         self.kv_pages_in_use.set_function(lambda: pages.num_used)
         self.kv_pages_total.set(pages.num_pages)
         self.kv_usage.set_function(lambda: pages.usage)
+        runner = async_engine.engine.runner  # its graphs: None when off
+        for gauge, field in (
+            (self.graphs_captured, "num_captured"),
+            (self.graph_capture_seconds, "capture_s"),
+            (self.graph_memory, "capture_bytes"),
+            (self.graph_replays, "num_replays"),
+        ):
+            gauge.set_function(lambda field=field: getattr(runner.graphs, field, 0))
         async_engine.engine.step_listeners.append(self.on_step)
 
     def on_step(self, stats: StepStats) -> None:

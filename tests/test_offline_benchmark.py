@@ -63,10 +63,11 @@ def engine_goals():
     return module
 
 
-def gpu_row(batch, cache, tokens_per_s, tokens_per_step=1, kernels="triton", max_tokens=256):
+def gpu_row(batch, cache, tokens_per_s, tokens_per_step=1, kernels="triton", max_tokens=256, graphs=False):
     """An offline.py row as the GPU run would write it; only the settings and tokens/s matter here."""
     return {
         "cache": cache,
+        "cuda_graphs": graphs,
         "batch": batch,
         "tokens_per_step": tokens_per_step,
         "prompt_len": 64,
@@ -106,8 +107,43 @@ def test_engine_goals_judged_on_both_sides(tmp_path, engine_goals, batch1, batch
     )
     write_run(tmp_path, "torch_llada8b", [gpu_row(1, "dual", 9000.0, kernels="torch")])
     rows = [r for run in engine_goals.read_runs(tmp_path) for r in run["results"]]
-    assert tuple(engine_goals.verdict(g, rows)[0] for g in engine_goals.GOALS) == expected
+    # The CUDA-graph goals find no row with graphs.
+    assert tuple(engine_goals.verdict(g, rows)[0] for g in engine_goals.GOALS) == (
+        *expected,
+        "MISSING",
+        "MISSING",
+    )
     assert engine_goals.verdict(engine_goals.GOALS[0], rows)[1] == batch1
+
+
+def test_cuda_graph_goals_take_only_rows_with_graphs(tmp_path, engine_goals):
+    write_run(
+        tmp_path,
+        "triton_llada8b_graphs",
+        [
+            gpu_row(1, "dual", 200.0),
+            gpu_row(1, "dual", 240.0, graphs=True),
+            gpu_row(1, "dual", 500.0, tokens_per_step=4),
+            gpu_row(1, "dual", 790.0, tokens_per_step=4, graphs=True),
+        ],
+    )
+    rows = [r for run in engine_goals.read_runs(tmp_path) for r in run["results"]]
+    verdicts = {g.workload: engine_goals.verdict(g, rows) for g in engine_goals.GOALS}
+    assert verdicts[
+        "batch 1, dual cache, 1 token/step, prompt 64, 256 tokens, block 32, triton, CUDA graphs"
+    ] == (
+        "PASS",
+        240.0,
+    )
+    graphs4 = "batch 1, dual cache, 4 token/step, prompt 64, 256 tokens, block 32, triton, CUDA graphs"
+    assert verdicts[graphs4] == ("FAIL", 790.0)
+    # The goal without a graphs condition takes either row, judged on the slowest.
+    assert verdicts["batch 1, dual cache, 1 token/step, prompt 64, 256 tokens, block 32, triton"] == (
+        "PASS",
+        200.0,
+    )
+    engine_goals.add_speedups(rows)
+    assert "| 1 | dual+graphs | 1 | 240.0 |" in "\n".join(engine_goals.format_rows(rows))
 
 
 def test_engine_goals_report_speedups_across_files_and_missing_rows(tmp_path, engine_goals):
@@ -126,4 +162,4 @@ def test_engine_goals_report_speedups_across_files_and_missing_rows(tmp_path, en
 def test_engine_goals_without_results(tmp_path, engine_goals):
     assert engine_goals.main([str(tmp_path)]) == 0
     text = (tmp_path / "engine_goals.md").read_text()
-    assert text.count("MISSING") == 2 and "no run found" in text
+    assert text.count("MISSING") == len(engine_goals.GOALS) == 4 and "no run found" in text

@@ -54,3 +54,40 @@ def test_triton_sampling_head_is_seeded_on_gpu(tiny_ckpt):
     a = llm.generate(prompt_token_ids=PROMPTS, sampling_params=params)
     b = llm.generate(prompt_token_ids=PROMPTS[:1], sampling_params=params)
     assert a[0].token_ids == b[0].token_ids
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_graphs_give_the_tokens_of_eager_steps(tiny_ckpt, dtype):
+    """Dual-cache block steps replayed from CUDA graphs (padded rows, CFG, seeded sampling) against
+    the same engine with graphs off."""
+    params = [
+        SamplingParams(max_tokens=24, steps=24, block_length=8, cache="dual", ignore_eos=True),
+        SamplingParams(max_tokens=16, steps=8, block_length=8, cache="dual", cfg_scale=1.0, ignore_eos=True),
+        SamplingParams(max_tokens=16, block_length=8, cache="dual", temperature=0.8, seed=3, threshold=0.5),
+    ]
+    outs = {}
+    for mode in ("off", "on"):
+        llm = LLM(
+            tiny_ckpt, device="cuda", dtype=dtype, kernels="triton", kv_cache_memory=0.1, cuda_graphs=mode
+        )
+        outs[mode] = [o.token_ids for o in llm.generate(prompt_token_ids=PROMPTS, sampling_params=params)]
+        assert llm.engine.kv_cache.allocator.num_used == 0
+    graphs = llm.engine.runner.graphs
+    assert graphs.num_captured > 0 and graphs.num_replays > 0
+    assert outs["on"] == outs["off"]
+
+
+def test_a_capture_that_fails_on_cuda_falls_back_to_eager(tiny_ckpt, caplog):
+    """The torch references read lengths on the host, which a capture cannot hold: forced on, each
+    shape logs one warning and runs eagerly."""
+    import logging
+
+    params = [SamplingParams(max_tokens=16, steps=16, block_length=8, cache="dual", ignore_eos=True)] * 2
+    plain = LLM(tiny_ckpt, device="cuda", dtype="float32", kernels="torch", kv_cache_memory=0.1)
+    forced = LLM(tiny_ckpt, device="cuda", dtype="float32", kernels="torch", kv_cache_memory=0.1)
+    forced.engine.runner.use_cuda_graphs(max_rows=4)
+    with caplog.at_level(logging.WARNING, logger="dllm.engine"):
+        got = forced.generate(prompt_token_ids=PROMPTS[:2], sampling_params=params)
+    want = plain.generate(prompt_token_ids=PROMPTS[:2], sampling_params=params)
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
+    assert any("not captured" in r.getMessage() for r in caplog.records)

@@ -154,6 +154,8 @@ def test_health_and_metrics_need_no_key(server):
         "dllm_batch_rows_bucket",
         "dllm_num_requests_running",
         "dllm_num_requests_waiting",
+        "dllm_cuda_graphs_captured",
+        "dllm_cuda_graph_replays",
         "dllm_time_to_first_block_seconds_bucket",
         "dllm_e2e_request_latency_seconds_bucket",
         "dllm_kv_cache_usage_ratio",

@@ -1,0 +1,257 @@
+"""CUDA graphs of the cached block step: one replay instead of hundreds of kernel launches.
+
+Which steps: those whose every forwarded row is a K/V-cached row querying its active block (one
+position more for shifted-logits families), all blocks of one length q: the steady state of the dual
+cache. Full-canvas refreshes (on entering a block), exact-mode rows, prefix-cache rows before their
+last block (the block and all after it), mixed block lengths and batches past the ladder's top run
+eagerly.
+
+What is captured: the network's blocks (`DiffusionLM.hidden`: embedding, every layer with its
+attention over the paged cache and its K/V writes) for a fixed shape: rows padded up the ladder
+(1, 2, 4, 8, ... rows; CFG rows count), q, and the page-table width (rounded up to a power of two).
+The head and the post-forward run eagerly after the replay on the masked positions only: their
+count changes every step, and they are a handful of launches where the blocks are hundreds.
+
+Static inputs: ids, positions, write slots, page table and key counts live in buffers shared by
+every graph of the same (q, width); a replay's graph reads the leading rows. They are written when
+the forward's layout changes (a request joins, leaves or enters a block); per step only the ids are
+copied. Padding rows query positions 0 .. q - 1 of the pool's scratch page (engine/kv_cache.py),
+which no request holds: they write and read only there.
+
+A graph is captured on the first step of its shape, logged with its capture time and the memory it
+added; a capture that fails (out of memory, an op that cannot be captured) is logged once and its
+shape runs eagerly from then on. Without CUDA the same padded static-buffer forward runs eagerly
+(`capture=False`): the tests check on the CPU that it gives the tokens of the plain forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from models.forward_batch import PackedBatch, PagedKV
+
+log = logging.getLogger("dllm.engine")
+
+MODES = ("auto", "on", "off")
+
+
+def resolve_mode(mode: str, device: torch.device, kernels: str) -> bool:
+    """Whether the engine uses CUDA graphs: `auto` = on with CUDA and the Triton kernels (the torch
+    references read lengths on the host, which a capture cannot hold); `on` without them is an error."""
+    if mode not in MODES:
+        raise ValueError(f"cuda_graphs must be one of {', '.join(MODES)}; got {mode!r}")
+    if mode == "off":
+        return False
+    usable = device.type == "cuda" and kernels == "triton"
+    if mode == "on" and not usable:
+        why = "a CUDA device" if device.type != "cuda" else "the Triton kernels (--kernels triton)"
+        raise ValueError(f"cuda_graphs 'on' needs {why}; the engine runs on {device} with {kernels} kernels")
+    return usable
+
+
+def ladder(max_rows: int) -> list[int]:
+    """Padded row counts: 1, 2, 4, ... up to the first at least `max_rows`."""
+    sizes = [1]
+    while sizes[-1] < max_rows:
+        sizes.append(sizes[-1] * 2)
+    return sizes
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+@dataclass
+class _Buffers:
+    """Static inputs of every graph of one (q, page-table width), sized for the ladder's top."""
+
+    ids: torch.Tensor  # [rows * q] int64
+    positions: torch.Tensor  # [rows * q] int64
+    write_slots: torch.Tensor  # [rows * q] int64
+    page_table: torch.Tensor  # [rows, width] int32
+    kv_lens: torch.Tensor  # [rows] int32
+
+
+@dataclass
+class _Graph:
+    hidden: torch.Tensor | None  # the captured output [rows * q, d] (None: emulated)
+    replay: Callable[[], torch.Tensor]
+
+
+class StepGraphs:
+    """Graphed forwards of the cached block step, keyed by (padded rows, q, page-table width)."""
+
+    def __init__(self, model, ops, kv_cache, mask_id: int, max_rows: int, capture: bool):
+        assert kv_cache is not None and kv_cache.scratch_page is not None, "needs a K/V pool"
+        self.model, self.ops, self.kv = model, ops, kv_cache
+        self.mask_id = mask_id
+        self.sizes = ladder(max_rows)
+        self.capture = capture
+        self.device = kv_cache.k.device
+        self.max_len = model.rope_tables(1, self.device)[0].shape[0]  # tables already built
+        self._buffers: dict[tuple[int, int], _Buffers] = {}
+        self._graphs: dict[tuple[int, int, int], _Graph | None] = {}  # None: capture failed, eager
+        self._filled = None  # the layout whose rows the buffers hold
+        self._shape: tuple = (None, None)  # (layout, its shape_of)
+        self._pool = torch.cuda.graph_pool_handle() if capture else None
+        self.num_captured = 0
+        self.num_replays = 0  # steps that took a graph (or its emulation)
+        self.capture_s = 0.0
+        self.capture_bytes = 0
+
+    def shape_of(self, layout) -> tuple[int, int, int] | None:
+        """(padded rows, q, width) of a graphable layout; None: the step runs eagerly."""
+        if self._shape[0] is not layout:
+            self._shape = (layout, self._graphable_shape(layout))
+        return self._shape[1]
+
+    def _graphable_shape(self, layout) -> tuple[int, int, int] | None:
+        kv = layout.kv
+        if kv is None or kv.first_row != 0:
+            return None  # uncached rows (exact mode)
+        # Every row queries its active block: no refresh (a whole canvas, whose length would key a
+        # graph per prompt length) and no prefix row before its last block.
+        if len(layout.ranges) != len(layout.requests):
+            return None
+        if any(q != req.block_bounds() for req, q in layout.ranges):
+            return None
+        q = layout.rows[0].end - layout.rows[0].start
+        if any(row.end - row.start != q for row in layout.rows):
+            return None
+        rows = len(layout.rows)
+        padded = next((s for s in self.sizes if s >= rows), None)
+        if padded is None:
+            return None
+        return padded, q, _pow2(kv.page_table.shape[1])
+
+    def hidden(self, layout, ids: torch.Tensor) -> torch.Tensor | None:
+        """The blocks' output [N, d] of this step's rows through a graph (ids [N] on the device), or
+        None when the step must run eagerly."""
+        shape = self.shape_of(layout)
+        if shape is None:
+            return None
+        padded, q, width = shape
+        buffers = self._buffers_for(q, width)
+        if self._filled is not layout:
+            self._fill(buffers, layout, padded, q, width)
+        n = len(layout.rows) * q
+        buffers.ids[:n].copy_(ids)
+        if shape not in self._graphs:
+            self._graphs[shape] = self._make(shape, buffers)
+        graph = self._graphs[shape]
+        if graph is None:
+            return None
+        self.num_replays += 1
+        return graph.replay()[:n]
+
+    def _buffers_for(self, q: int, width: int) -> _Buffers:
+        key = (q, width)
+        if key not in self._buffers:
+            rows, dev = self.sizes[-1], self.device
+            self._buffers[key] = _Buffers(
+                ids=torch.full((rows * q,), self.mask_id, dtype=torch.int64, device=dev),
+                positions=torch.zeros(rows * q, dtype=torch.int64, device=dev),
+                write_slots=torch.zeros(rows * q, dtype=torch.int64, device=dev),
+                page_table=torch.zeros((rows, width), dtype=torch.int32, device=dev),
+                kv_lens=torch.zeros(rows, dtype=torch.int32, device=dev),
+            )
+            self._filled = None
+        return self._buffers[key]
+
+    def _fill(self, b: _Buffers, layout, padded: int, q: int, width: int) -> None:
+        """The layout's rows, then padding rows up to `padded`: mask ids at positions 0 .. q - 1 of
+        the scratch page."""
+        kv, rows = layout.kv, len(layout.rows)
+        n, n_pad = rows * q, padded * q
+        size, scratch = self.kv.page_size, self.kv.scratch_page
+        b.positions[:n].copy_(layout.positions)
+        b.write_slots[:n].copy_(kv.write_slots)
+        b.page_table[:rows].fill_(scratch)
+        b.page_table[:rows, : kv.page_table.shape[1]].copy_(kv.page_table)
+        b.kv_lens[:rows].copy_(kv.kv_lens)
+        pad_pos = torch.arange(q, device=self.device).repeat(padded - rows)
+        b.ids[n:n_pad].fill_(self.mask_id)
+        b.positions[n:n_pad].copy_(pad_pos)
+        b.write_slots[n:n_pad].copy_(scratch * size + pad_pos % size)
+        b.page_table[rows:padded].fill_(scratch)
+        b.kv_lens[rows:padded].fill_(q)
+        self._filled = layout
+
+    def _batch(self, b: _Buffers, padded: int, q: int) -> PackedBatch:
+        cu = torch.arange(0, (padded + 1) * q, q, dtype=torch.int32, device=self.device)
+        n = padded * q
+        kv = PagedKV(
+            k=self.kv.k,
+            v=self.kv.v,
+            page_size=self.kv.page_size,
+            first_row=0,
+            first_token=0,
+            cu_seqlens_q=cu,
+            page_table=b.page_table[:padded],
+            kv_lens=b.kv_lens[:padded],
+            write_slots=b.write_slots[:n],
+        )
+        return PackedBatch(b.ids[:n], b.positions[:n], cu, max_len=self.max_len, kv=kv)
+
+    def _make(self, shape: tuple[int, int, int], b: _Buffers) -> _Graph | None:
+        padded, q, width = shape
+        batch = self._batch(b, padded, q)
+        run = lambda: self.model.hidden(batch, self.ops)  # noqa: E731
+        if not self.capture:
+            return _Graph(hidden=None, replay=run)
+        try:
+            graph, hidden, seconds, added = self._capture(run)
+        except Exception as exc:  # out of memory, an op a capture cannot hold: this shape stays eager
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            log.warning(
+                "CUDA graph of %d rows x %d positions (%d pages) not captured, runs eagerly: %s: %s",
+                padded,
+                q,
+                width,
+                type(exc).__name__,
+                reason,
+            )
+            return None
+        self.num_captured += 1
+        self.capture_s += seconds
+        self.capture_bytes += added
+        log.info(
+            "CUDA graph of %d rows x %d positions (%d pages) captured in %.2f s, +%.1f MiB "
+            "(%d graphs, %.2f s, %.1f MiB in all)",
+            padded,
+            q,
+            width,
+            seconds,
+            added / 2**20,
+            self.num_captured,
+            self.capture_s,
+            self.capture_bytes / 2**20,
+        )
+
+        def replay() -> torch.Tensor:
+            graph.replay()
+            return hidden
+
+        return _Graph(hidden=hidden, replay=replay)
+
+    def _capture(self, run: Callable[[], torch.Tensor]):
+        """Warm up on a side stream (Triton compiles, the allocator settles), then capture."""
+        start = time.perf_counter()
+        before = torch.cuda.memory_reserved(self.device)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            hidden = run()
+        torch.cuda.synchronize(self.device)
+        added = torch.cuda.memory_reserved(self.device) - before
+        return graph, hidden, time.perf_counter() - start, added
