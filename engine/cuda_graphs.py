@@ -250,7 +250,8 @@ class StepGraphs:
                 run()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: a CUDA call another thread makes meanwhile does not break this capture
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             hidden = run()
         torch.cuda.synchronize(self.device)
         added = torch.cuda.memory_reserved(self.device) - before
