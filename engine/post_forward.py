@@ -5,7 +5,8 @@ candidates and confidences (engine/sampler.py; Dream's entropy / margin only on 
 requests that ask for them), the continuous sampler's reveals, and every unmasking
 policy (engine/unmasking.py) run as tensor operations over all rows; the transfer to the host is one
 [B, W] matrix of committed tokens (-1: not committed) at the end, plus the log-probabilities when a
-request asked for them.
+request asked for them. A batch of LLaDA's default request alone (fixed schedule, temperature 0,
+low_confidence, nothing else) takes a shorter path to the same commits (`_plain_commits`).
 
 Rows: request b owns rows start_b .. start_b + m_b - 1 of the logits, one per masked position of its
 active block (`Request.masked`, ascending); W = max m_b.
@@ -39,14 +40,34 @@ class _Step:
 
     counts: list[int]  # masked positions per request
     width: int  # W
-    max_commit: int  # the largest schedule commit count (0 without schedule requests)
     num_rows: int  # M
     num_masked: torch.Tensor  # [B] int64: m_b
     pad_index: torch.Tensor | None  # [M] int64: row -> b * W + j; None when every m_b = W
     valid: torch.Tensor  # [B, W] bool: j < m_b
-    num_commit: torch.Tensor  # [B] int64: schedule commits now
-    keys: torch.Tensor | None  # [B] int64: random key of (seed, step); None when nothing is random
-    reveal: torch.Tensor | None  # [B] float64: continuous reveal probability; None without those
+    max_commit: int = 0  # the largest schedule commit count (0 without schedule requests)
+    num_commit: torch.Tensor | None = None  # [B] int64: schedule commits now
+    keys: torch.Tensor | None = None  # [B] int64: random key of (seed, step); None when nothing is random
+    reveal: torch.Tensor | None = None  # [B] float64: continuous reveal probability; None without those
+
+    @classmethod
+    def padding(
+        cls, counts: list[int], num_rows: int, device: torch.device, num_masked: torch.Tensor | None = None
+    ) -> _Step:
+        """The row layout of requests with `counts` masked positions (num_masked: counts on the
+        device, if already there)."""
+        if num_masked is None:
+            num_masked = to_device(int_tensor(counts), device)
+        width = max(counts)
+        if min(counts) == width:  # no padding: [M] is [B, W] already
+            pad_index = None
+            valid = torch.ones((len(counts), width), dtype=torch.bool, device=device)
+        else:  # row i (request b's rows start at start_b) -> b * W + i - start_b
+            starts = num_masked.cumsum(0) - num_masked
+            shift = torch.arange(len(counts), device=device) * width - starts
+            rows_at = torch.arange(num_rows, device=device)
+            pad_index = rows_at + torch.repeat_interleave(shift, num_masked, output_size=num_rows)
+            valid = torch.arange(width, device=device)[None, :] < num_masked[:, None]
+        return cls(counts, width, num_rows, num_masked, pad_index, valid)
 
     def per_row(self, values: torch.Tensor) -> torch.Tensor:
         """[B] -> [M]: each request's value on each of its rows."""
@@ -77,6 +98,12 @@ class PostForward:
     def commits(self, requests: list, guided: torch.Tensor) -> dict[str, Commit]:
         """requests: those taking the step, in row order; guided [M, V] fp32 (modified in place)."""
         settings = self.table.settings(requests)
+        if settings.plain:
+            return self._plain_commits(requests, guided)
+        return self._general_commits(requests, guided, settings)
+
+    def _general_commits(self, requests: list, guided: torch.Tensor, settings: BatchSettings):
+        """Any mix of settings."""
         step = self._step(requests, settings, guided.shape[0])
         tokens, confidence, keys = self._candidates(requests, guided, settings, step)
         reveal = step.valid
@@ -100,6 +127,39 @@ class PostForward:
         logprobs = self._logprobs(requests, settings, guided, tokens, step)
         return _read_commits(requests, committed, logprobs)
 
+    def _plain_commits(self, requests: list, guided: torch.Tensor) -> dict[str, Commit]:
+        """The batch of LLaDA's default request alone (fixed schedule, temperature 0, low_confidence,
+        no bans, filters or logprobs): the general path's commits in a handful of ops. Every row's
+        confidence is its largest probability (the argmax's); top-k of the same confidence matrix
+        picks the same positions; the argmax is then taken only on the picked rows. One transfer:
+        the picked [B, k] (positions, tokens), read back in ascending position order."""
+        counts = [len(r.masked) for r in requests]
+        num_commit = [r.scheduled_commits() for r in requests]
+        out = {r.request_id: Commit([], [], None) for r in requests}
+        top_k = max(num_commit)
+        if top_k == 0:
+            return out
+        confidence = self.ops.max_probability(guided)
+        batch, width = len(counts), max(counts)
+        if min(counts) == width:
+            top = torch.topk(confidence.view(batch, width), top_k, dim=1).indices
+            rows = top + torch.arange(0, batch * width, width, device=self.device)[:, None]
+        else:
+            step = _Step.padding(counts, guided.shape[0], self.device)
+            top = torch.topk(step.pad(confidence, float("-inf")), top_k, dim=1).indices
+            # Past a request's commit count top-k may name padding: clamp it inside the request's rows
+            # (those entries are not read back).
+            last = step.num_masked[:, None] - 1
+            rows = torch.minimum(top, last) + (step.num_masked.cumsum(0)[:, None] - 1 - last)
+        tokens = guided.index_select(0, rows.flatten()).max(dim=-1).indices.view(batch, top_k)
+        picked = torch.stack([top, tokens]).tolist()  # the step's one transfer
+        for req, k, where, toks in zip(requests, num_commit, picked[0], picked[1], strict=True):
+            commit = out[req.request_id]
+            for j, token in sorted(zip(where[:k], toks[:k], strict=True)):
+                commit.positions.append(req.masked[j])
+                commit.tokens.append(token)
+        return out
+
     def _step(self, requests: list, settings: BatchSettings, num_rows: int) -> _Step:
         counts = [len(r.masked) for r in requests]
         rows = [counts]
@@ -114,30 +174,13 @@ class PostForward:
         if "continuous" in settings.modes:
             probs = [reveal_probability(r) if r.params.mode == "continuous" else 0.0 for r in requests]
             reveal = to_device(torch.tensor(probs, dtype=torch.float64), self.device)
-        num_masked = columns[0]
-        width = max(counts)
-        if min(counts) == width:  # no padding: [M] is [B, W] already
-            pad_index = None
-            valid = torch.ones((len(requests), width), dtype=torch.bool, device=self.device)
-        else:  # row i (request b's rows start at start_b) -> b * W + i - start_b
-            starts = num_masked.cumsum(0) - num_masked
-            shift = torch.arange(len(requests), device=self.device) * width - starts
-            rows_at = torch.arange(num_rows, device=self.device)
-            pad_index = rows_at + torch.repeat_interleave(shift, num_masked, output_size=num_rows)
-            valid = torch.arange(width, device=self.device)[None, :] < num_masked[:, None]
+        step = _Step.padding(counts, num_rows, self.device, num_masked=columns[0])
         scheduled = "schedule" in settings.modes
-        return _Step(
-            counts=counts,
-            width=width,
-            max_commit=max(rows[1]) if scheduled else 0,
-            num_rows=num_rows,
-            num_masked=num_masked,
-            pad_index=pad_index,
-            valid=valid,
-            num_commit=columns[1] if scheduled else num_masked,  # read by the schedule policy only
-            keys=columns[-1] if is_random else None,
-            reveal=reveal,
-        )
+        step.max_commit = max(rows[1]) if scheduled else 0
+        step.num_commit = columns[1] if scheduled else step.num_masked  # read by the schedule policy only
+        step.keys = columns[-1] if is_random else None
+        step.reveal = reveal
+        return step
 
     def _candidates(self, requests: list, guided: torch.Tensor, settings: BatchSettings, step: _Step):
         """(tokens, confidence, random keys) [M] of every row."""

@@ -38,6 +38,12 @@ class BatchSettings:
     top_p: torch.Tensor  # float64 (1: off)
     min_p: torch.Tensor  # float64 (0: off)
 
+    @property
+    def plain(self) -> bool:
+        """Every request is LLaDA's default: the fixed schedule, temperature 0, low_confidence, no
+        bans, filters or logprobs (engine/post_forward.py takes a shorter path)."""
+        return not self.used and self.modes == {"schedule"}
+
 
 @dataclass(frozen=True)
 class _Entry:

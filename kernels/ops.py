@@ -1,4 +1,4 @@
-"""The op table the model calls: one object per backend with the same eight methods.
+"""The op table the model calls: one object per backend with the same nine methods.
 
 Each method is the kernel module's function itself, with the signature below: `TorchOps` holds the
 plain-torch `*_ref` functions (CPU, and the GPU fallback), `TritonOps` the Triton launchers (CUDA
@@ -16,6 +16,8 @@ Shapes (see each kernel file for the details):
     write_kv(k_cache, v_cache, k [N, Hkv, D], v [N, Hkv, D], slots [N] int64) -> None (in place)
     sample_head(logits [R, V], temperature [R] fp32, seeds [R] int64, uncond [R, V] | None,
                 cfg_scale) -> (tokens [R] int64, probs [R] fp32)
+    max_probability(logits [R, V]) -> [R] fp32: the largest softmax probability of each row (what
+                    sample_head gives its temperature-0 token)
     moe(h [N, d], w_gate_up [E, 2I, d], w_down [E, d, I], weights [N, k], experts [N, k] int64)
         -> [N, d]  (routing: kernels.moe.route_ref)
 """
@@ -43,6 +45,7 @@ class TorchOps:
     paged_attention = staticmethod(_attention.paged_attention_ref)
     write_kv = staticmethod(_attention.write_kv)
     sample_head = staticmethod(_sampling_head.sample_head_ref)
+    max_probability = staticmethod(_sampling_head.max_probability_ref)
     moe = staticmethod(_moe.moe_ref)
 
 
@@ -58,6 +61,7 @@ class TritonOps:
     paged_attention = staticmethod(_attention.paged_attention)
     write_kv = staticmethod(_attention.write_kv)
     sample_head = staticmethod(_sampling_head.sample_head)
+    max_probability = staticmethod(_sampling_head.max_probability)
     moe = staticmethod(_moe.grouped_moe)
 
 

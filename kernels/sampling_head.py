@@ -76,6 +76,12 @@ def sample_head_ref(
     return tokens, probs
 
 
+def max_probability_ref(logits: torch.Tensor) -> torch.Tensor:
+    """[R, V] -> [R] fp32: each row's largest softmax probability, which is the probability
+    `sample_head_ref` gives its temperature-0 token (the argmax's exp(0) / sum), bit for bit."""
+    return torch.softmax(logits.float(), dim=-1).amax(dim=-1)
+
+
 def _gumbel_max(guided: torch.Tensor, temperature: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     """argmax(lg / T - log(-log u)) in float64, one GUMBEL_CHUNK of the vocabulary at a time, with
     u = uniform64(seed, column): no float64 tensor over the whole vocabulary."""
@@ -210,6 +216,13 @@ def choose_head_splits(num_rows: int, vocab: int, block_v: int, sm_count: int) -
     """Split each row's vocabulary across programs when the rows alone cannot fill the GPU: about
     two programs per SM, each with at least 4 chunks of BLOCK_V, at most 16 splits. Shapes only."""
     return _device.splits_to_fill(num_rows, triton.cdiv(vocab, block_v) // 4, sm_count)
+
+
+def max_probability(logits: torch.Tensor) -> torch.Tensor:
+    """Triton version of `max_probability_ref`: the sampling head's probability at temperature 0."""
+    rows, device = logits.shape[0], logits.device
+    zeros = torch.zeros(rows, dtype=torch.float32, device=device)
+    return sample_head(logits, zeros, torch.zeros(rows, dtype=torch.int64, device=device))[1]
 
 
 def sample_head(

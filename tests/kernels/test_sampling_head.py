@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from kernels.sampling_head import choose_head_splits, sample_head, sample_head_ref
+from kernels.sampling_head import (
+    choose_head_splits,
+    max_probability,
+    max_probability_ref,
+    sample_head,
+    sample_head_ref,
+)
 
 pytestmark = [
     pytest.mark.interpreter,
@@ -187,3 +193,12 @@ def test_sampling_rejects_bad_inputs(device):
         sample_head(
             logits.t(), torch.zeros(10, device=device), torch.zeros(10, dtype=torch.long, device=device)
         )
+
+
+def test_max_probability_matches_its_reference():
+    """The launcher's temperature-0 probability against the row's largest softmax probability."""
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 1500, generator=gen) * 4
+    logits[1, :700] = NEG_INF
+    logits[2] = logits[2].round()  # ties
+    torch.testing.assert_close(max_probability(logits), max_probability_ref(logits), rtol=1e-5, atol=1e-7)
