@@ -8,7 +8,9 @@ GPU goals (random weights at LLaDA-8B shapes, bf16, Triton kernels, prompt 64, 2
 of 32, one token per step, dual cache):
 - batch 1: at least 120 generated tokens/s;
 - batch 32: at least 700 generated tokens/s;
-- with the engine's CUDA graphs, batch 1: at least 230 tokens/s at one token per step, 800 at four.
+- with the engine's CUDA graphs, batch 1: at least 230 tokens/s at one token per step, 800 at four;
+- batch 32: at least 1.3x the tokens/s of a plain-torch CUDA-graph step of the same shapes
+  (benchmarks/graph_baseline.py, FOLDER/graph_baseline_gpu.json).
 
 Usage: `python benchmarks/engine_goals.py [FOLDER]` (default $BENCH_OUT, else benchmarks/scratch).
 Reads FOLDER/offline_gpu_*_llada8b*.json, prints PASS, FAIL or MISSING (no row of the goal's
@@ -99,12 +101,27 @@ def verdict(goal: Goal, rows: list[dict]) -> tuple[str, float | None]:
     return ("PASS" if min(found) >= goal.min_tokens_per_s else "FAIL"), min(found)
 
 
+BASELINE_BATCH, BASELINE_RATIO = 32, 1.3  # the engine over a plain-torch CUDA-graph step
+
+
+def baseline_verdict(folder: Path) -> tuple[str, float | None]:
+    """(PASS | FAIL | MISSING, ratio) of graph_baseline.py's run: the engine's tokens/s over the
+    plain-torch CUDA-graph step's at batch 32."""
+    path = folder / "graph_baseline_gpu.json"
+    rows = json.loads(path.read_text())["results"] if path.exists() else []
+    found = {r["engine"]: r["tokens_per_s"] for r in rows if r["batch"] == BASELINE_BATCH}
+    if "engine" not in found or "torch+graphs" not in found:
+        return "MISSING", None
+    ratio = found["engine"] / found["torch+graphs"]
+    return ("PASS" if ratio >= BASELINE_RATIO else "FAIL"), ratio
+
+
 def read_runs(folder: Path) -> list[dict]:
     """The offline.py records at LLaDA-8B shapes on the GPU, in file-name order."""
     return [json.loads(p.read_text()) for p in sorted(folder.glob("offline_gpu_*_llada8b*.json"))]
 
 
-def to_markdown(runs: list[dict]) -> str:
+def to_markdown(runs: list[dict], baseline: tuple[str, float | None] = ("MISSING", None)) -> str:
     rows = [r for run in runs for r in run["results"]]
     add_speedups(rows)
     device = runs[0]["device"] if runs else "no run found"
@@ -114,6 +131,12 @@ def to_markdown(runs: list[dict]) -> str:
         status, figure = verdict(goal, rows)
         shown = "-" if figure is None else f"{figure:.1f}"
         lines.append(f"| >= {goal.min_tokens_per_s:g} tokens/s | {goal.workload} | {shown} | {status} |")
+    status, ratio = baseline
+    shown = "-" if ratio is None else f"{ratio:.2f}x"
+    lines.append(
+        f"| >= {BASELINE_RATIO:g}x a plain-torch CUDA-graph step | batch {BASELINE_BATCH}, dual cache, "
+        f"graph_baseline.py | {shown} | {status} |"
+    )
     for run in runs:
         lines += ["", run["header"], "", *format_rows(run["results"])]
     return "\n".join(lines) + "\n"
@@ -121,7 +144,7 @@ def to_markdown(runs: list[dict]) -> str:
 
 def main(argv: list[str]) -> int:
     folder = Path(argv[0] if argv else os.environ.get("BENCH_OUT") or "benchmarks/scratch")
-    text = to_markdown(read_runs(folder))
+    text = to_markdown(read_runs(folder), baseline_verdict(folder))
     (folder / "engine_goals.md").write_text(text)
     print(text)
     return 0

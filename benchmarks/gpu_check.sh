@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: gpu-tier tests (kernels at LLaDA-8B shapes, engine on CUDA), every kernel benchmark,
 # the offline engine at LLaDA-8B shapes (random weights) in every cache mode with Triton kernels (and a
-# torch-kernel comparison), the kernel and engine goals judged, and a sweep of attention tiles.
+# torch-kernel comparison), with and without CUDA graphs and against a plain-torch CUDA-graph step,
+# step profiles, the kernel and engine goals judged, and a sweep of attention tiles.
 # Run from the repository root:  PYTHONPATH=. bash benchmarks/gpu_check.sh
 # Everything (log, junit xml, per-benchmark CSV/markdown, summary.md) goes to "${RESULTS_DIR:-benchmarks/results}".
 # One failing step does not stop the others; the exit status is 1 if any step failed.
@@ -69,6 +70,9 @@ run_step "engine LLaDA-8B: dual without/with CUDA graphs; 1 token/step" 200 "$PY
     --kernels triton --cache dual --cuda-graphs compare --batches 1,32,8 --tag tps1_cached
 run_step "engine LLaDA-8B: none, prefix, dual; 4 tokens/step" 150 "$PY" "${ENGINE[@]}" --kernels triton \
     --cache none,prefix,dual --batches 1,8,32 --tokens-per-step 4 --tag tps4
+# The engine's step against a plain-torch CUDA-graph step of the same shapes (the 1.3x goal at batch 32).
+run_step "engine vs plain-torch CUDA graphs, LLaDA-8B" 150 "$PY" benchmarks/graph_baseline.py --device cuda \
+    --llada-8b --batches 32,1 --out "$OUT_DIR"
 run_step "engine LLaDA-8B: none; 1 token/step" 120 "$PY" "${ENGINE[@]}" --kernels triton \
     --cache none --batches 1,8 --tag tps1_exact
 run_step "engine LLaDA-8B: torch kernels" 90 "$PY" "${ENGINE[@]}" --kernels torch \
@@ -108,7 +112,7 @@ run_step "pytest -m interpreter (compiled)" 90 "$PY" -m pytest -m interpreter te
     printf '%s\n' "${STEPS[@]}"
     echo
     for md in "$OUT_DIR/goals.md" "$OUT_DIR/engine_goals.md" "$OUT_DIR"/bench_*.md \
-        "$OUT_DIR"/profile_step_*.md; do
+        "$OUT_DIR/graph_baseline_gpu.md" "$OUT_DIR"/profile_step_*.md; do
         [ -f "$md" ] && { cat "$md"; echo; }
     done
 } >"$SUMMARY"

@@ -162,4 +162,58 @@ def test_engine_goals_report_speedups_across_files_and_missing_rows(tmp_path, en
 def test_engine_goals_without_results(tmp_path, engine_goals):
     assert engine_goals.main([str(tmp_path)]) == 0
     text = (tmp_path / "engine_goals.md").read_text()
-    assert text.count("MISSING") == len(engine_goals.GOALS) == 4 and "no run found" in text
+    # The four tokens/s goals and the plain-torch CUDA-graph baseline.
+    assert text.count("MISSING") == len(engine_goals.GOALS) + 1 == 5 and "no run found" in text
+
+
+def test_graph_baseline_runs_and_is_judged(tmp_path, engine_goals):
+    """benchmarks/graph_baseline.py on the CPU (a smoke run: nothing captured, the baseline's graphs
+    emulated), then the goal's verdict on a made-up GPU record, on both sides of 1.3x."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "graph_baseline.py"
+    spec = importlib.util.spec_from_file_location("graph_baseline", path)
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    assert (
+        baseline.main(["--batches", "2", "--max-tokens", "32", "--prompt-len", "8", "--out", str(tmp_path)])
+        == 0
+    )
+    rows = json.loads((tmp_path / "graph_baseline_cpu.json").read_text())["results"]
+    assert {r["engine"] for r in rows} == {"engine", "torch+graphs"}
+    assert all(r["generated_tokens"] == 2 * 32 for r in rows)
+    assert next(r for r in rows if r["engine"] == "torch+graphs")["graph_replays"] > 0
+    assert "| 2 |" in (tmp_path / "graph_baseline_cpu.md").read_text()
+    for engine_tps, verdict in ((1400.0, "PASS"), (1200.0, "FAIL")):
+        results = [
+            {"engine": "engine", "batch": 32, "tokens_per_s": engine_tps},
+            {"engine": "torch+graphs", "batch": 32, "tokens_per_s": 1000.0},
+        ]
+        (tmp_path / "graph_baseline_gpu.json").write_text(json.dumps({"results": results}))
+        assert engine_goals.baseline_verdict(tmp_path) == (verdict, engine_tps / 1000.0)
+
+
+def test_dense_paged_attention_matches_the_reference():
+    """The baseline's capturable attention against paged_attention_ref on uniform rows (GQA, rows of
+    different key counts, page tables wider than the keys)."""
+    import importlib.util
+
+    import torch
+
+    from kernels.attention import paged_attention_ref
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "graph_baseline.py"
+    spec = importlib.util.spec_from_file_location("graph_baseline", path)
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    gen = torch.Generator().manual_seed(0)
+    rows, q_len, heads, kv_heads, dim, page = 3, 5, 4, 2, 8, 4
+    k_cache = torch.randn(40 * page, kv_heads, dim, generator=gen)
+    v_cache = torch.randn(40 * page, kv_heads, dim, generator=gen)
+    q = torch.randn(rows * q_len, heads, dim, generator=gen)
+    table = torch.tensor([[3, 7, 1, 0], [9, 2, 5, 6], [11, 12, 0, 0]], dtype=torch.int32)
+    kv_lens = torch.tensor([9, 16, 6], dtype=torch.int32)
+    cu = torch.arange(0, (rows + 1) * q_len, q_len, dtype=torch.int32)
+    want = paged_attention_ref(q, k_cache, v_cache, cu, table, kv_lens, page)
+    got = baseline.dense_paged_attention(q, k_cache, v_cache, cu, table, kv_lens, page)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
