@@ -8,20 +8,23 @@ eagerly.
 
 What is captured: the network's blocks (`DiffusionLM.hidden`: embedding, every layer with its
 attention over the paged cache and its K/V writes) for a fixed shape: rows padded up the ladder
-(1, 2, 4, 8, ... rows; CFG rows count), q, and the page-table width (rounded up to a power of two).
-The head and the post-forward run eagerly after the replay on the masked positions only: their
-count changes every step, and they are a handful of launches where the blocks are hundreds.
+(1, 2, 4, 8, ... rows; CFG rows count) and q. The page table always has the width of the longest
+request the engine admits, so it keys nothing (the attention's key-range split, chosen from that
+width, may start programs that find no keys: cheap). The head and the post-forward run eagerly after
+the replay on the masked positions only: their count changes every step, and they are a handful of
+launches where the blocks are hundreds.
 
 Static inputs: ids, positions, write slots, page table and key counts live in buffers shared by
-every graph of the same (q, width); a replay's graph reads the leading rows. They are written when
-the forward's layout changes (a request joins, leaves or enters a block); per step only the ids are
+every graph of the same q; a replay's graph reads the leading rows. They are written when the
+forward's layout changes (a request joins, leaves or enters a block); per step only the ids are
 copied. Padding rows query positions 0 .. q - 1 of the pool's scratch page (engine/kv_cache.py),
 which no request holds: they write and read only there.
 
-A graph is captured on the first step of its shape, logged with its capture time and the memory it
-added; a capture that fails (out of memory, an op that cannot be captured) is logged once and its
-shape runs eagerly from then on. Without CUDA the same padded static-buffer forward runs eagerly
-(`capture=False`): the tests check on the CPU that it gives the tokens of the plain forward.
+At start the engine captures the whole ladder for the default block length (`capture_ladder`) and
+logs the time and memory it took; another block length is captured on its first step. A capture
+that fails (out of memory, an op that cannot be captured) is logged once and its shape runs eagerly
+from then on. Without CUDA the same padded static-buffer forward runs eagerly (`capture=False`):
+the tests check on the CPU that it gives the tokens of the plain forward.
 """
 
 from __future__ import annotations
@@ -62,10 +65,6 @@ def ladder(max_rows: int) -> list[int]:
     return sizes
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
 @dataclass
 class _Buffers:
     """Static inputs of every graph of one (q, page-table width), sized for the ladder's top."""
@@ -84,18 +83,20 @@ class _Graph:
 
 
 class StepGraphs:
-    """Graphed forwards of the cached block step, keyed by (padded rows, q, page-table width)."""
+    """Graphed forwards of the cached block step, keyed by (padded rows, q)."""
 
-    def __init__(self, model, ops, kv_cache, mask_id: int, max_rows: int, capture: bool):
+    def __init__(self, model, ops, kv_cache, mask_id: int, max_rows: int, max_len: int, capture: bool):
+        """max_len: the longest canvas the engine admits (sets the page-table width)."""
         assert kv_cache is not None and kv_cache.scratch_page is not None, "needs a K/V pool"
         self.model, self.ops, self.kv = model, ops, kv_cache
         self.mask_id = mask_id
         self.sizes = ladder(max_rows)
+        self.width = -(-max_len // kv_cache.page_size)
         self.capture = capture
         self.device = kv_cache.k.device
-        self.max_len = model.rope_tables(1, self.device)[0].shape[0]  # tables already built
-        self._buffers: dict[tuple[int, int], _Buffers] = {}
-        self._graphs: dict[tuple[int, int, int], _Graph | None] = {}  # None: capture failed, eager
+        self.rope_len = model.rope_tables(1, self.device)[0].shape[0]  # tables already built
+        self._buffers: dict[int, _Buffers] = {}
+        self._graphs: dict[tuple[int, int], _Graph | None] = {}  # None: capture failed, eager
         self._filled = None  # the layout whose rows the buffers hold
         self._shape: tuple = (None, None)  # (layout, its shape_of)
         self._pool = torch.cuda.graph_pool_handle() if capture else None
@@ -104,13 +105,13 @@ class StepGraphs:
         self.capture_s = 0.0
         self.capture_bytes = 0
 
-    def shape_of(self, layout) -> tuple[int, int, int] | None:
-        """(padded rows, q, width) of a graphable layout; None: the step runs eagerly."""
+    def shape_of(self, layout) -> tuple[int, int] | None:
+        """(padded rows, q) of a graphable layout; None: the step runs eagerly."""
         if self._shape[0] is not layout:
             self._shape = (layout, self._graphable_shape(layout))
         return self._shape[1]
 
-    def _graphable_shape(self, layout) -> tuple[int, int, int] | None:
+    def _graphable_shape(self, layout) -> tuple[int, int] | None:
         kv = layout.kv
         if kv is None or kv.first_row != 0:
             return None  # uncached rows (exact mode)
@@ -123,11 +124,10 @@ class StepGraphs:
         q = layout.rows[0].end - layout.rows[0].start
         if any(row.end - row.start != q for row in layout.rows):
             return None
-        rows = len(layout.rows)
-        padded = next((s for s in self.sizes if s >= rows), None)
-        if padded is None:
+        padded = next((s for s in self.sizes if s >= len(layout.rows)), None)
+        if padded is None or kv.page_table.shape[1] > self.width:
             return None
-        return padded, q, _pow2(kv.page_table.shape[1])
+        return padded, q
 
     def hidden(self, layout, ids: torch.Tensor) -> torch.Tensor | None:
         """The blocks' output [N, d] of this step's rows through a graph (ids [N] on the device), or
@@ -135,10 +135,10 @@ class StepGraphs:
         shape = self.shape_of(layout)
         if shape is None:
             return None
-        padded, q, width = shape
-        buffers = self._buffers_for(q, width)
+        padded, q = shape
+        buffers = self._buffers_for(q)
         if self._filled is not layout:
-            self._fill(buffers, layout, padded, q, width)
+            self._fill(buffers, layout, padded, q)
         n = len(layout.rows) * q
         buffers.ids[:n].copy_(ids)
         if shape not in self._graphs:
@@ -149,31 +149,50 @@ class StepGraphs:
         self.num_replays += 1
         return graph.replay()[:n]
 
-    def _buffers_for(self, q: int, width: int) -> _Buffers:
-        key = (q, width)
-        if key not in self._buffers:
+    def capture_ladder(self, q: int) -> None:
+        """Capture every padded row count for blocks of q query positions, padding rows only (the
+        engine's start, for the default block length); log what it took."""
+        start, before = time.perf_counter(), (self.num_captured, self.capture_bytes)
+        buffers = self._buffers_for(q)
+        for padded in reversed(self.sizes):  # the largest first: the smaller ones reuse its memory
+            if (padded, q) not in self._graphs:
+                self._fill(buffers, None, padded, q)
+                self._graphs[padded, q] = self._make((padded, q), buffers)
+        if self.capture:
+            log.info(
+                "CUDA graphs for blocks of %d positions: %d of %d captured in %.2f s, +%.1f MiB",
+                q,
+                self.num_captured - before[0],
+                len(self.sizes),
+                time.perf_counter() - start,
+                (self.capture_bytes - before[1]) / 2**20,
+            )
+
+    def _buffers_for(self, q: int) -> _Buffers:
+        if q not in self._buffers:
             rows, dev = self.sizes[-1], self.device
-            self._buffers[key] = _Buffers(
+            self._buffers[q] = _Buffers(
                 ids=torch.full((rows * q,), self.mask_id, dtype=torch.int64, device=dev),
                 positions=torch.zeros(rows * q, dtype=torch.int64, device=dev),
                 write_slots=torch.zeros(rows * q, dtype=torch.int64, device=dev),
-                page_table=torch.zeros((rows, width), dtype=torch.int32, device=dev),
+                page_table=torch.zeros((rows, self.width), dtype=torch.int32, device=dev),
                 kv_lens=torch.zeros(rows, dtype=torch.int32, device=dev),
             )
-            self._filled = None
-        return self._buffers[key]
+        return self._buffers[q]
 
-    def _fill(self, b: _Buffers, layout, padded: int, q: int, width: int) -> None:
-        """The layout's rows, then padding rows up to `padded`: mask ids at positions 0 .. q - 1 of
-        the scratch page."""
-        kv, rows = layout.kv, len(layout.rows)
+    def _fill(self, b: _Buffers, layout, padded: int, q: int) -> None:
+        """The layout's rows (None: none), then padding rows up to `padded`: mask ids at positions
+        0 .. q - 1 of the scratch page."""
+        rows = len(layout.rows) if layout is not None else 0
         n, n_pad = rows * q, padded * q
         size, scratch = self.kv.page_size, self.kv.scratch_page
-        b.positions[:n].copy_(layout.positions)
-        b.write_slots[:n].copy_(kv.write_slots)
-        b.page_table[:rows].fill_(scratch)
-        b.page_table[:rows, : kv.page_table.shape[1]].copy_(kv.page_table)
-        b.kv_lens[:rows].copy_(kv.kv_lens)
+        if rows:
+            kv = layout.kv
+            b.positions[:n].copy_(layout.positions)
+            b.write_slots[:n].copy_(kv.write_slots)
+            b.page_table[:rows].fill_(scratch)
+            b.page_table[:rows, : kv.page_table.shape[1]].copy_(kv.page_table)
+            b.kv_lens[:rows].copy_(kv.kv_lens)
         pad_pos = torch.arange(q, device=self.device).repeat(padded - rows)
         b.ids[n:n_pad].fill_(self.mask_id)
         b.positions[n:n_pad].copy_(pad_pos)
@@ -196,10 +215,10 @@ class StepGraphs:
             kv_lens=b.kv_lens[:padded],
             write_slots=b.write_slots[:n],
         )
-        return PackedBatch(b.ids[:n], b.positions[:n], cu, max_len=self.max_len, kv=kv)
+        return PackedBatch(b.ids[:n], b.positions[:n], cu, max_len=self.rope_len, kv=kv)
 
-    def _make(self, shape: tuple[int, int, int], b: _Buffers) -> _Graph | None:
-        padded, q, width = shape
+    def _make(self, shape: tuple[int, int], b: _Buffers) -> _Graph | None:
+        padded, q = shape
         batch = self._batch(b, padded, q)
         run = lambda: self.model.hidden(batch, self.ops)  # noqa: E731
         if not self.capture:
@@ -209,10 +228,9 @@ class StepGraphs:
         except Exception as exc:  # out of memory, an op a capture cannot hold: this shape stays eager
             reason = (str(exc).strip().splitlines() or [""])[0]
             log.warning(
-                "CUDA graph of %d rows x %d positions (%d pages) not captured, runs eagerly: %s: %s",
+                "CUDA graph of %d rows x %d positions not captured, runs eagerly: %s: %s",
                 padded,
                 q,
-                width,
                 type(exc).__name__,
                 reason,
             )
@@ -220,17 +238,12 @@ class StepGraphs:
         self.num_captured += 1
         self.capture_s += seconds
         self.capture_bytes += added
-        log.info(
-            "CUDA graph of %d rows x %d positions (%d pages) captured in %.2f s, +%.1f MiB "
-            "(%d graphs, %.2f s, %.1f MiB in all)",
+        log.debug(
+            "CUDA graph of %d rows x %d positions captured in %.2f s, +%.1f MiB",
             padded,
             q,
-            width,
             seconds,
             added / 2**20,
-            self.num_captured,
-            self.capture_s,
-            self.capture_bytes / 2**20,
         )
 
         def replay() -> torch.Tensor:

@@ -6,7 +6,6 @@ against the checkpoint's defaults when they are added, so a bad request fails al
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -25,8 +24,6 @@ from engine.sampling_params import CACHE_MODES, SamplingParams
 from engine.scheduler import Scheduler
 from kernels.ops import get_ops
 from models.registry import DEMO_MODEL_DIR, LoadedModel, load_model
-
-log = logging.getLogger("dllm.engine")
 
 
 @dataclass(frozen=True)
@@ -115,13 +112,9 @@ class Engine:
         graphs = resolve_graph_mode(config.cuda_graphs, self.loaded.device, self.ops.name)
         if graphs and self.kv_cache.scratch_page is not None:  # no pool: no cached step to graph
             self.runner.use_cuda_graphs(max_rows=2 * config.max_num_seqs)  # CFG rows count twice
-            sizes = self.runner.graphs.sizes
-            log.info(
-                "CUDA graphs on: dual-cache block steps of 1 to %d rows (padded to %s), each shape "
-                "captured on its first step",
-                sizes[-1],
-                ", ".join(map(str, sizes)),
-            )
+            # The ladder for the default block length now, not on a request's first steps.
+            block = SamplingParams().resolve(self.default_params).block_length
+            self.runner.graphs.capture_ladder(block + (1 if self.spec.shift_logits else 0))
         detok = None
         if self.tokenizer is not None:
             detok = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731

@@ -52,8 +52,15 @@ class ModelRunner:
     def use_cuda_graphs(self, max_rows: int, capture: bool = True) -> None:
         """Run the cached block steps of up to `max_rows` rows through CUDA graphs (engine/cuda_graphs.py);
         capture=False runs their padded static-buffer forward eagerly (what the CPU tests check)."""
+        spec = self.spec
         self.graphs = StepGraphs(
-            self.model, self.ops, self.kv_cache, self.spec.mask_token_id, max_rows, capture
+            self.model,
+            self.ops,
+            self.kv_cache,
+            spec.mask_token_id,
+            max_rows,
+            spec.max_sequence_length,
+            capture,
         )
 
     def init_request(self, request) -> None:

@@ -53,6 +53,20 @@ def test_graphed_steps_give_the_tokens_of_the_plain_forward(tiny_ckpt):
         assert _generate(graphed, [prompt], [p]) == _generate(plain, [prompt], [p])
 
 
+def test_the_ladder_captured_at_start_serves_later_steps(tiny_ckpt):
+    """capture_ladder (the engine's start, padding rows only) makes every padded size of one block
+    length; requests of that block length then replay those graphs and make no new ones."""
+    plain = _llm(tiny_ckpt, max_num_seqs=4)
+    graphed = _llm(tiny_ckpt, max_num_seqs=4)
+    graphed.engine.runner.use_cuda_graphs(max_rows=8, capture=False)
+    graphs = graphed.engine.runner.graphs
+    graphs.capture_ladder(4)
+    assert set(graphs._graphs) == {(1, 4), (2, 4), (4, 4), (8, 4)}
+    params = _dual_params(block=4)
+    assert _generate(graphed, PROMPTS, params) == _generate(plain, PROMPTS, params)
+    assert set(graphs._graphs) == {(1, 4), (2, 4), (4, 4), (8, 4)} and graphs.num_replays > 0
+
+
 def test_a_mixed_batch_keeps_its_tokens_with_graphs(tiny_ckpt):
     """Exact, prefix and dual requests of other block lengths beside the graphable ones: steps whose
     rows differ in query length run eagerly, the rest through the graphs; every token is the same."""
