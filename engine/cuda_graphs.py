@@ -20,8 +20,9 @@ forward's layout changes (a request joins, leaves or enters a block); per step o
 copied. Padding rows query positions 0 .. q - 1 of the pool's scratch page (engine/kv_cache.py),
 which no request holds: they write and read only there.
 
-At start the engine captures the whole ladder for the default block length (`capture_ladder`) and
-logs the time and memory it took; another block length is captured on its first step. A capture
+When requests default to the dual cache (`--cache dual`, or the checkpoint's), the engine captures
+the whole ladder for the default block length at start (`capture_ladder`) and logs the time and
+memory it took; any other shape is captured on its first step. A capture
 that fails (out of memory, an op that cannot be captured) is logged once and its shape runs eagerly
 from then on. Without CUDA the same padded static-buffer forward runs eagerly (`capture=False`):
 the tests check on the CPU that it gives the tokens of the plain forward.

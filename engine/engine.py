@@ -112,9 +112,9 @@ class Engine:
         graphs = resolve_graph_mode(config.cuda_graphs, self.loaded.device, self.ops.name)
         if graphs and self.kv_cache.scratch_page is not None:  # no pool: no cached step to graph
             self.runner.use_cuda_graphs(max_rows=2 * config.max_num_seqs)  # CFG rows count twice
-            # The ladder for the default block length now, not on a request's first steps.
-            block = SamplingParams().resolve(self.default_params).block_length
-            self.runner.graphs.capture_ladder(block + (1 if self.spec.shift_logits else 0))
+            default = SamplingParams().resolve(self.default_params)
+            if default.cache == "dual":  # its ladder now, not on the first requests' steps
+                self.runner.graphs.capture_ladder(default.block_length + (1 if self.spec.shift_logits else 0))
         detok = None
         if self.tokenizer is not None:
             detok = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
