@@ -150,6 +150,7 @@ class StepGraphs:
         self.num_replays += 1
         return graph.replay()[:n]
 
+    @torch.inference_mode()  # as the steps that replay them (and that capture other shapes) run
     def capture_ladder(self, q: int) -> None:
         """Capture every padded row count for blocks of q query positions, padding rows only (the
         engine's start, for the default block length); log what it took."""
