@@ -100,6 +100,11 @@ class Request:
     def block_steps(self) -> int:
         return self._plan[1]
 
+    @property
+    def block_tokens(self) -> int:
+        """Positions of the active block."""
+        return self._plan[0]
+
     def commits_at(self, step: int) -> int:
         """Tokens the exact schedule commits at `step` of the active block (computed, not stored:
         steps may be many)."""

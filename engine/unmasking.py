@@ -105,6 +105,9 @@ def may_commit_nothing(request) -> bool:
         return request.step_in_block + 1 < request.block_steps
     if mode != "schedule":
         return False
-    # The canvas stays as it is only if this step commits nothing (counts never grow within a block).
+    # The canvas stays as it is only if this step commits nothing (counts never grow within a block);
+    # a block with no more steps than tokens commits at every step.
+    if request.block_steps <= request.block_tokens:
+        return False
     step = request.step_in_block
     return step + 1 < request.block_steps and request.commits_at(step) == 0
