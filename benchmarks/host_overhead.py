@@ -72,7 +72,7 @@ def measure(llm, SamplingParams, batch: int, mix: str, repeats: int) -> dict:
     ops = llm.engine.runner.post_forward.ops
     for name in HEAD_OPS:
         if hasattr(ops, name):
-            setattr(ops, name, _timed(getattr(type(ops), name), head_times))
+            setattr(ops, name, _timed(getattr(ops, name), head_times))
     prompts = [[(7 * i + j) % 200 + 10 for j in range(16)] for i in range(batch)]
     if mix == "greedy":
         params = [SamplingParams(max_tokens=32, block_length=32, steps=32, ignore_eos=True)] * batch
