@@ -6,12 +6,14 @@
 Two engines over the same weights, run interleaved on the same workload (offline.py's: prompt 64,
 256 tokens, blocks of 32, one token per step, dual cache, temperature 0):
 - "engine": the Triton kernels with the engine's CUDA graphs (CUDA), or the torch kernels (CPU);
-- "torch+graphs": the same engine with every op a plain-torch reference, the paged attention
-  replaced by a dense one (each row's pages gathered into [B, keys] and masked by its key count, one
-  scaled_dot_product_attention; it assumes every row queries the same number of positions, which this
-  workload guarantees) so that the step holds no host read and can be captured; its block steps are
-  replayed from CUDA graphs like the engine's. On the CPU nothing is captured: both run eagerly,
-  the "graphs" as their padded static-buffer forward (a smoke run of the code, not a measurement).
+- "torch+graphs": the same engine with every op a plain-torch reference and the paged attention
+  replaced by a dense one, so that the step holds no host read and can be captured: each row's
+  pages gathered into [B, keys], masked by its key count, one scaled_dot_product_attention (it
+  assumes every row queries the same number of positions, which this workload guarantees). Its
+  block steps are replayed from CUDA graphs like the engine's, with the narrowest page tables that
+  hold a request (512 positions for 320; the engine's are at least 1024 wide). On the CPU nothing
+  is captured: both run eagerly, the "graphs" as their padded static-buffer forward (a smoke run of
+  the code, not a measurement).
 
 Prints a table (tokens/s of both, and the engine's over the baseline's), and writes
 OUT/graph_baseline_<cpu|gpu>.{md,json} with the device name. The issue's goal, judged by
@@ -71,7 +73,10 @@ def torch_graph_engine(model, device: str) -> LLM:
     runner = llm.engine.runner
     runner.ops = runner.post_forward.ops = llm.engine.ops = DenseTorchOps()
     max_rows = 2 * llm.engine.config.max_num_seqs
-    runner.use_cuda_graphs(max_rows=max_rows, capture=torch.device(device).type == "cuda")
+    # The narrowest page tables (a power of two above the workload's pages): the dense attention
+    # gathers every position a table names, so a wider one would only add work.
+    capture = torch.device(device).type == "cuda"
+    runner.use_cuda_graphs(max_rows=max_rows, capture=capture, min_width_positions=1)
     return llm
 
 

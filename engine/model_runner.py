@@ -49,9 +49,10 @@ class ModelRunner:
         self._layout: Layout | None = None  # the last forward's, reused while its rows stay the same
         self.graphs: StepGraphs | None = None  # CUDA graphs of the cached block step (Engine sets them)
 
-    def use_cuda_graphs(self, max_rows: int, capture: bool = True) -> None:
+    def use_cuda_graphs(self, max_rows: int, capture: bool = True, **options) -> None:
         """Run the cached block steps of up to `max_rows` rows through CUDA graphs (engine/cuda_graphs.py);
-        capture=False runs their padded static-buffer forward eagerly (what the CPU tests check)."""
+        capture=False runs their padded static-buffer forward eagerly (what the CPU tests check).
+        `options`: StepGraphs' keywords (min_width_positions)."""
         spec = self.spec
         self.graphs = StepGraphs(
             self.model,
@@ -61,6 +62,7 @@ class ModelRunner:
             max_rows,
             spec.max_sequence_length,
             capture,
+            **options,
         )
 
     def init_request(self, request) -> None:

@@ -139,7 +139,7 @@ class PostForward:
         top_k = max(num_commit)
         if top_k == 0:
             return out
-        confidence = self.ops.max_probability(guided)
+        confidence = self.ops.max_probability(guided).nan_to_num(nan=0.0)  # as the general path
         batch, width = len(counts), max(counts)
         if min(counts) == width:
             top = torch.topk(confidence.view(batch, width), top_k, dim=1).indices

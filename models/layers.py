@@ -62,6 +62,8 @@ class DiffusionLM(nn.Module):
         """cos, sin [P, rotary_dim / 2] fp32, built for at least the config's length; regrown only
         when a caller asks for more (the engine builds them once at start for the admitted length)."""
         device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" is the current device, as tensors say
+            device = torch.device("cuda", torch.cuda.current_device())
         if self._rope is None or self._rope[0].shape[0] < max_position or self._rope[0].device != device:
             size = max(max_position, self.max_sequence_length)
             self._rope = rope_tables(self.rope_theta, self.rotary_dim, size, device)

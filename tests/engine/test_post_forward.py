@@ -34,7 +34,7 @@ def _commits(result):
     return {rid: (c.positions, c.tokens) for rid, c in result.items()}
 
 
-@pytest.mark.parametrize("kind", ["random", "ties", "flat"])
+@pytest.mark.parametrize("kind", ["random", "ties", "flat", "nan"])
 @torch.inference_mode()  # as the runner calls it
 def test_plain_path_commits_what_the_general_path_commits(running, kind):
     engine, requests = running
@@ -49,6 +49,8 @@ def test_plain_path_commits_what_the_general_path_commits(running, kind):
             logits = (logits * 2).round() / 2
         elif kind == "flat":  # every row the same: all confidences tie
             logits = logits[:1].expand(rows, vocab).contiguous()
+        elif kind == "nan":  # a broken forward: NaN rows rank as confidence 0 on both paths
+            logits[::3] = float("nan")
         for subset in (requests, requests[:1], requests[1:3]):
             m = sum(len(r.masked) for r in subset)
             plain = pf._plain_commits(subset, logits[:m].clone())
