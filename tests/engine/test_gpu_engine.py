@@ -63,7 +63,15 @@ def test_cuda_graphs_give_the_tokens_of_eager_steps(tiny_ckpt, dtype):
     params = [
         SamplingParams(max_tokens=24, steps=24, block_length=8, cache="dual", ignore_eos=True),
         SamplingParams(max_tokens=16, steps=8, block_length=8, cache="dual", cfg_scale=1.0, ignore_eos=True),
-        SamplingParams(max_tokens=16, block_length=8, cache="dual", temperature=0.8, seed=3, threshold=0.5),
+        SamplingParams(
+            max_tokens=16,
+            block_length=8,
+            cache="dual",
+            temperature=0.8,
+            seed=3,
+            threshold=0.5,
+            ignore_eos=True,
+        ),
     ]
     outs = {}
     for mode in ("off", "on"):
