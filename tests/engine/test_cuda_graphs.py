@@ -101,6 +101,28 @@ def test_shifted_logits_family_through_graphs(tmp_path):
     assert graphs.num_replays > 0 and {shape[1] for shape in graphs._graphs} == {5}
 
 
+@pytest.mark.parametrize("family", ["llada_moe", "smdm", "radd"])
+def test_other_families_through_graphs(tmp_path, family):
+    """LLaDA-MoE (padding rows are routed to experts too), SMDM and RADD (time-independent networks
+    here, continuous samplers by default): the graphs' forward gives each request its plain tokens."""
+    import importlib
+
+    writer = importlib.import_module(f"models.writers.{family}")
+    ckpt = writer.write_tiny_checkpoint(tmp_path / family)
+    tokenizer = writer.tokenizer_dir(ckpt) if hasattr(writer, "tokenizer_dir") else None
+    params = [
+        SamplingParams(max_tokens=8, steps=8, block_length=4, cache="dual", seed=1, ignore_eos=True),
+        SamplingParams(max_tokens=12, steps=6, block_length=4, cache="dual", seed=2, sampler="exact"),
+        SamplingParams(max_tokens=8, steps=16, block_length=4, cache="dual", seed=3, temperature=0.5),
+    ]
+    prompts = [[11, 12, 13], [20, 21, 22, 23, 24], [30, 31]]
+    plain = _llm(ckpt, tokenizer=tokenizer)
+    graphed = _llm(ckpt, tokenizer=tokenizer)
+    graphed.engine.runner.use_cuda_graphs(max_rows=4, capture=False)
+    assert _generate(graphed, prompts, params) == _generate(plain, prompts, params)
+    assert graphed.engine.runner.graphs.num_replays > 0
+
+
 def test_a_failed_capture_logs_once_and_runs_eagerly(tiny_ckpt, caplog):
     """A capture that raises (here: no CUDA to capture on) costs one warning per shape; the step runs
     eagerly and the tokens are those of the plain forward."""
