@@ -29,7 +29,7 @@ import torch
 from engine.outputs import Commit
 from engine.request_table import BatchSettings, RequestTable
 from engine.sampler import STREAM_REVEAL, RowParams, filter_logits, row_uniform, sample_candidates
-from engine.transfer import int_tensor, to_device
+from engine.transfer import HostBuffer, int_tensor, to_device
 from engine.unmasking import PolicyStep, choose, reveal_probability
 from kernels.counter_rng import mix64_int, row_keys
 
@@ -94,6 +94,7 @@ class PostForward:
         self.eos_token_id = eos_token_id
         self.stop_ids = torch.tensor(stop_token_ids, dtype=torch.int64, device=device)
         self.table = RequestTable(device)  # the running requests' settings, kept across steps
+        self.host = HostBuffer()  # the commits' way back
 
     def commits(self, requests: list, guided: torch.Tensor) -> dict[str, Commit]:
         """requests: those taking the step, in row order; guided [M, V] fp32 (modified in place)."""
@@ -123,7 +124,7 @@ class PostForward:
             reveal=reveal,
         )
         chosen = choose(policy_step, settings.modes)
-        committed = torch.where(chosen, step.pad(tokens, -1), -1).cpu()  # the step's one transfer
+        committed = self.host.fetch(torch.where(chosen, step.pad(tokens, -1), -1))  # the step's one transfer
         logprobs = self._logprobs(requests, settings, guided, tokens, step)
         return _read_commits(requests, committed, logprobs)
 
@@ -152,7 +153,7 @@ class PostForward:
             last = step.num_masked[:, None] - 1
             rows = torch.minimum(top, last) + (step.num_masked.cumsum(0)[:, None] - 1 - last)
         tokens = guided.index_select(0, rows.flatten()).max(dim=-1).indices.view(batch, top_k)
-        picked = torch.stack([top, tokens]).tolist()  # the step's one transfer
+        picked = self.host.fetch(torch.stack([top, tokens])).tolist()  # the step's one transfer
         for req, k, where, toks in zip(requests, num_commit, picked[0], picked[1], strict=True):
             commit = out[req.request_id]
             for j, token in sorted(zip(where[:k], toks[:k], strict=True)):

@@ -107,3 +107,16 @@ def test_a_capture_that_fails_on_cuda_falls_back_to_eager(tiny_ckpt, caplog):
     want = plain.generate(prompt_token_ids=PROMPTS[:2], sampling_params=params)
     assert [o.token_ids for o in got] == [o.token_ids for o in want]
     assert any("runs eagerly" in r.getMessage() for r in caplog.records)
+
+
+def test_host_buffer_brings_back_each_step_its_own_values():
+    """The step's transfer through the kept pinned buffer: values and shapes of successive fetches,
+    the buffer growing past its first size."""
+    from engine.transfer import HostBuffer
+
+    host = HostBuffer()
+    for n in (3, 2000, 5):
+        values = torch.arange(n, device="cuda").view(1, n) * 7
+        got = host.fetch(values)
+        assert got.device.type == "cpu" and got.shape == (1, n)
+        assert got.tolist() == [[7 * i for i in range(n)]]
