@@ -23,7 +23,7 @@ from engine.request import Request
 from engine.sampling_params import CACHE_MODES, SamplingParams
 from engine.scheduler import Scheduler
 from kernels.ops import get_ops
-from models.registry import DEMO_MODEL_DIR, LoadedModel, load_model
+from models.registry import DEMO_MODEL_DIR, LoadedModel, load_model, resolve_device
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,10 @@ class EngineConfig:
         if self.cache is not None and self.cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
         _check_device(self.device)
-        if self.cuda_graphs not in GRAPH_MODES:
+        if self.cuda_graphs == "on":  # refused before the model loads, as resolved for it
+            device = resolve_device(self.device)
+            resolve_graph_mode("on", device, get_ops(self.kernels, device).name)
+        elif self.cuda_graphs not in GRAPH_MODES:
             raise ValueError(f"cuda_graphs must be one of {', '.join(GRAPH_MODES)}; got {self.cuda_graphs!r}")
         memory = self.kv_cache_memory
         if memory is not None and (

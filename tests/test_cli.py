@@ -139,6 +139,14 @@ def test_generate_with_dream_remasking():
             ["serve", "--cache", "prefix", "--kv-cache-memory", "0"],
             "dllm serve: error: --cache prefix needs a K/V cache pool: --kv-cache-memory must be > 0",
         ),
+        (
+            ["generate", "--cuda-graphs", "sometimes", "hi"],
+            "dllm generate: error: argument --cuda-graphs: invalid choice: 'sometimes'",
+        ),
+        (
+            ["generate", "--device", "cpu", "--cuda-graphs", "on", "hi"],
+            "dllm generate: error: cuda_graphs 'on' needs a CUDA device; the engine runs on cpu",
+        ),
     ],
 )
 def test_bad_cache_flag_is_one_line(argv, message, capsys):
