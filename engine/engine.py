@@ -6,6 +6,7 @@ against the checkpoint's defaults when they are added, so a bad request fails al
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from engine.sampling_params import CACHE_MODES, SamplingParams
 from engine.scheduler import Scheduler
 from kernels.ops import get_ops
 from models.registry import DEMO_MODEL_DIR, LoadedModel, load_model, resolve_device
+
+log = logging.getLogger("dllm.engine")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,10 @@ class Engine:
         self.kv_cache = self._make_kv_cache()
         self.runner = ModelRunner(self.loaded, self.ops, self.kv_cache)
         graphs = resolve_graph_mode(config.cuda_graphs, self.loaded.device, self.ops.name)
+        if graphs and self.kv_cache.scratch_page is None and config.cuda_graphs == "on":
+            log.warning(
+                "--cuda-graphs on: no K/V cache pool (--kv-cache-memory 0), so no cached step to graph"
+            )
         if graphs and self.kv_cache.scratch_page is not None:  # no pool: no cached step to graph
             self.runner.use_cuda_graphs(max_rows=2 * config.max_num_seqs)  # CFG rows count twice
             default = SamplingParams().resolve(self.default_params)
