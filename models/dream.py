@@ -22,7 +22,7 @@ from models.config import architecture_of
 from models.errors import CheckpointError
 from models.forward_batch import PackedBatch, attend
 from models.layers import HFDecoderLM, SwiGLU, Weight
-from models.spec import ModelSpec, Target
+from models.spec import ModelSpec, Target, hf_model_spec
 
 # Every field the network reads, with its type; each must be in config.json.
 _FIELDS = {
@@ -111,18 +111,7 @@ class DreamConfig:
 
     def model_spec(self) -> ModelSpec:
         """Shifted logits over every head row; answers end with EOS (<|endoftext|>) or <|im_end|>."""
-        return ModelSpec(
-            family="dream",
-            mask_token_id=self.mask_token_id,
-            eos_token_id=self.eos_token_id,
-            vocab_size=self.vocab_size,
-            max_sequence_length=self.max_position_embeddings,
-            n_layers=self.num_hidden_layers,
-            n_kv_heads=self.num_key_value_heads,
-            head_dim=self.head_dim,
-            shift_logits=True,
-            stop_texts=("<|im_end|>", "<|endoftext|>"),
-        )
+        return hf_model_spec(self, "dream", shift_logits=True, stop_texts=("<|im_end|>", "<|endoftext|>"))
 
 
 def _read(raw: dict, key: str, kind: type, source: str):

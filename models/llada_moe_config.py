@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from models.config import architecture_of, field_getter
 from models.errors import CheckpointError
-from models.spec import ModelSpec
+from models.spec import ModelSpec, hf_model_spec
 
 PUBLISHED_MASK_ID = 156895  # <|mask|> (dInfer's benchmarks, llama.cpp's converter)
 PUBLISHED_EOS_ID = 156892  # <|endoftext|>
@@ -89,17 +89,7 @@ class LLaDAMoEConfig:
         """Unshifted logits over the vocabulary, no time input; an answer ends with EOS or <|role_end|>."""
         if self.mask_token_id is None or self.eos_token_id is None:
             raise ValueError("token ids unresolved: call with_tokenizer first")
-        return ModelSpec(
-            family="llada_moe",
-            mask_token_id=self.mask_token_id,
-            eos_token_id=self.eos_token_id,
-            vocab_size=self.vocab_size,
-            max_sequence_length=self.max_position_embeddings,
-            n_layers=self.num_hidden_layers,
-            n_kv_heads=self.num_key_value_heads,
-            head_dim=self.head_dim,
-            stop_texts=(ROLE_END,),
-        )
+        return hf_model_spec(self, "llada_moe", stop_texts=(ROLE_END,))
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config.json") -> LLaDAMoEConfig:

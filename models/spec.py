@@ -49,6 +49,22 @@ class ModelSpec:
     sampling_defaults: dict = field(default_factory=dict)
 
 
+def hf_model_spec(config, family: str, **fields) -> ModelSpec:
+    """The ModelSpec of a config under Hugging Face's names (vocab_size, max_position_embeddings,
+    num_hidden_layers, num_key_value_heads, head_dim, mask/eos_token_id); `fields`: the rest."""
+    return ModelSpec(
+        family=family,
+        mask_token_id=config.mask_token_id,
+        eos_token_id=config.eos_token_id,
+        vocab_size=config.vocab_size,
+        max_sequence_length=config.max_position_embeddings,
+        n_layers=config.num_hidden_layers,
+        n_kv_heads=config.num_key_value_heads,
+        head_dim=config.head_dim,
+        **fields,
+    )
+
+
 @dataclass(frozen=True)
 class Target:
     """Where one checkpoint tensor goes: a parameter, whole (index None) or a slice of a stacked one
