@@ -88,9 +88,8 @@ class _Buffers:
 
 @dataclass
 class _Graph:
-    replay: Callable[[], torch.Tensor]
+    replay: Callable[[], torch.Tensor]  # -> the blocks' output [rows * q, d]
     inputs: PackedBatch  # what the graph reads, kept alive with it
-    hidden: torch.Tensor | None = None  # the captured output [rows * q, d] (None: emulated)
 
 
 class StepGraphs:
@@ -276,7 +275,7 @@ class StepGraphs:
                 graph.replay()
             return hidden
 
-        return _Graph(replay=replay, inputs=batch, hidden=hidden)
+        return _Graph(replay=replay, inputs=batch)
 
     def _warn(self, shape: tuple[int, int, int], what: str, exc: Exception) -> None:
         reason = (str(exc).strip().splitlines() or [""])[0]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from engine.cuda_graphs import MODES as GRAPH_MODES
 from engine.cuda_graphs import resolve_mode as resolve_graph_mode
 from engine.kv_cache import KVCache, kv_budget_bytes
 from engine.model_runner import ModelRunner
@@ -54,11 +53,9 @@ class EngineConfig:
         if self.cache is not None and self.cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
         _check_device(self.device)
-        if self.cuda_graphs == "on":  # refused before the model loads, as resolved for it
-            device = resolve_device(self.device)
-            resolve_graph_mode("on", device, get_ops(self.kernels, device).name)
-        elif self.cuda_graphs not in GRAPH_MODES:
-            raise ValueError(f"cuda_graphs must be one of {', '.join(GRAPH_MODES)}; got {self.cuda_graphs!r}")
+        # A bad mode, or "on" where graphs cannot run, is refused before the model loads.
+        device = resolve_device(self.device)
+        resolve_graph_mode(self.cuda_graphs, device, get_ops(self.kernels, device).name)
         memory = self.kv_cache_memory
         if memory is not None and (
             isinstance(memory, bool)
@@ -124,7 +121,7 @@ class Engine:
             self.runner.use_cuda_graphs(max_rows=2 * config.max_num_seqs)  # CFG rows count twice
             default = SamplingParams().resolve(self.default_params)
             if default.cache == "dual":  # its ladder now, not on the first requests' steps
-                self.runner.graphs.capture_ladder(default.block_length + (1 if self.spec.shift_logits else 0))
+                self.runner.graphs.capture_ladder(default.block_length + self.runner.shift)
         detok = None
         if self.tokenizer is not None:
             detok = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
