@@ -53,14 +53,17 @@ def test_offline_benchmark_measures_every_cache_mode(tmp_path):
         assert none["speedup_vs_none"] == 1.0 and dual["speedup_vs_none"] > 0
 
 
-@pytest.fixture(scope="module")
-def engine_goals():
-    """benchmarks/engine_goals.py as a module (benchmarks/ is not a package)."""
-    path = ROOT / "benchmarks" / "engine_goals.py"
-    spec = importlib.util.spec_from_file_location("engine_goals", path)
-    module = sys.modules["engine_goals"] = importlib.util.module_from_spec(spec)  # dataclasses need it
+def benchmark_module(name: str):
+    """benchmarks/<name>.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses need it
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def engine_goals():
+    return benchmark_module("engine_goals")
 
 
 def gpu_row(batch, cache, tokens_per_s, tokens_per_step=1, kernels="triton", max_tokens=256, graphs=False):
@@ -169,12 +172,7 @@ def test_engine_goals_without_results(tmp_path, engine_goals):
 def test_graph_baseline_runs_and_is_judged(tmp_path, engine_goals):
     """benchmarks/graph_baseline.py on the CPU (a smoke run: nothing captured, the baseline's graphs
     emulated), then the goal's verdict on a made-up GPU record, on both sides of 1.3x."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "graph_baseline.py"
-    spec = importlib.util.spec_from_file_location("graph_baseline", path)
-    baseline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(baseline)
+    baseline = benchmark_module("graph_baseline")
     assert (
         baseline.main(["--batches", "2", "--max-tokens", "32", "--prompt-len", "8", "--out", str(tmp_path)])
         == 0
@@ -196,16 +194,11 @@ def test_graph_baseline_runs_and_is_judged(tmp_path, engine_goals):
 def test_dense_paged_attention_matches_the_reference():
     """The baseline's capturable attention against paged_attention_ref on uniform rows (GQA, rows of
     different key counts, page tables wider than the keys)."""
-    import importlib.util
-
     import torch
 
     from kernels.attention import paged_attention_ref
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "graph_baseline.py"
-    spec = importlib.util.spec_from_file_location("graph_baseline", path)
-    baseline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(baseline)
+    baseline = benchmark_module("graph_baseline")
     gen = torch.Generator().manual_seed(0)
     rows, q_len, heads, kv_heads, dim, page = 3, 5, 4, 2, 8, 4
     k_cache = torch.randn(40 * page, kv_heads, dim, generator=gen)

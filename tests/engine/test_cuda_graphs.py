@@ -21,6 +21,14 @@ def _llm(ckpt, **kw):
     return LLM(ckpt, device="cpu", dtype="float32", kernels="torch", kv_cache_memory=0.01, **kw)
 
 
+def _plain_and_graphed(ckpt, max_rows: int, **kw):
+    """Two engines over one checkpoint: one plain, one whose cached block steps go through the
+    graphs' padded static-buffer forward (emulated: nothing is captured on the CPU)."""
+    plain, graphed = _llm(ckpt, **kw), _llm(ckpt, **kw)
+    graphed.engine.runner.use_cuda_graphs(max_rows=max_rows, capture=False)
+    return plain, graphed
+
+
 def _dual_params(block: int = 4):
     """Dual-cache requests sharing one block length (one query shape), with and without guidance,
     greedy, seeded sampling, threshold and factor: 4 requests, 6 rows (padded to 8)."""
@@ -38,9 +46,7 @@ def _generate(llm, prompts, params):
 
 
 def test_graphed_steps_give_the_tokens_of_the_plain_forward(tiny_ckpt):
-    plain = _llm(tiny_ckpt, max_num_seqs=4)
-    graphed = _llm(tiny_ckpt, max_num_seqs=4)
-    graphed.engine.runner.use_cuda_graphs(max_rows=8, capture=False)
+    plain, graphed = _plain_and_graphed(tiny_ckpt, 8, max_num_seqs=4)
     params = _dual_params()
     assert _generate(graphed, PROMPTS, params) == _generate(plain, PROMPTS, params)
     graphs = graphed.engine.runner.graphs
@@ -56,9 +62,7 @@ def test_graphed_steps_give_the_tokens_of_the_plain_forward(tiny_ckpt):
 def test_the_ladder_captured_at_start_serves_later_steps(tiny_ckpt):
     """capture_ladder (the engine's start, padding rows only) makes every padded size of one block
     length; requests of that block length then replay those graphs and make no new ones."""
-    plain = _llm(tiny_ckpt, max_num_seqs=4)
-    graphed = _llm(tiny_ckpt, max_num_seqs=4)
-    graphed.engine.runner.use_cuda_graphs(max_rows=8, capture=False)
+    plain, graphed = _plain_and_graphed(tiny_ckpt, 8, max_num_seqs=4)
     graphs = graphed.engine.runner.graphs
     graphs.capture_ladder(4)
     ladder = {(rows, 4, graphs.min_width) for rows in (1, 2, 4, 8)}
@@ -77,9 +81,7 @@ def test_a_mixed_batch_keeps_its_tokens_with_graphs(tiny_ckpt):
         SamplingParams(max_tokens=12, steps=6, block_length=6, cache="prefix", cfg_scale=1.0),
         SamplingParams(max_tokens=8, block_length=8, cache="dual", temperature=0.7, seed=2, ignore_eos=True),
     ]
-    plain = _llm(tiny_ckpt, max_num_seqs=3)  # requests join as others finish
-    graphed = _llm(tiny_ckpt, max_num_seqs=3)
-    graphed.engine.runner.use_cuda_graphs(max_rows=6, capture=False)
+    plain, graphed = _plain_and_graphed(tiny_ckpt, 6, max_num_seqs=3)  # requests join as others finish
     assert _generate(graphed, prompts, params) == _generate(plain, prompts, params)
     assert graphed.engine.runner.graphs.num_replays > 0
 
@@ -93,9 +95,7 @@ def test_shifted_logits_family_through_graphs(tmp_path):
         SamplingParams(max_tokens=8, steps=4, block_length=4, cache="dual", cfg_scale=1.0, seed=2),
     ]
     prompts = [[11, 12, 13], [20, 21, 22, 23, 24]]
-    plain = _llm(ckpt)
-    graphed = _llm(ckpt)
-    graphed.engine.runner.use_cuda_graphs(max_rows=4, capture=False)
+    plain, graphed = _plain_and_graphed(ckpt, 4)
     assert _generate(graphed, prompts, params) == _generate(plain, prompts, params)
     graphs = graphed.engine.runner.graphs
     assert graphs.num_replays > 0 and {shape[1] for shape in graphs._graphs} == {5}
@@ -116,9 +116,7 @@ def test_other_families_through_graphs(tmp_path, family):
         SamplingParams(max_tokens=8, steps=16, block_length=4, cache="dual", seed=3, temperature=0.5),
     ]
     prompts = [[11, 12, 13], [20, 21, 22, 23, 24], [30, 31]]
-    plain = _llm(ckpt, tokenizer=tokenizer)
-    graphed = _llm(ckpt, tokenizer=tokenizer)
-    graphed.engine.runner.use_cuda_graphs(max_rows=4, capture=False)
+    plain, graphed = _plain_and_graphed(ckpt, 4, tokenizer=tokenizer)
     assert _generate(graphed, prompts, params) == _generate(plain, prompts, params)
     assert graphed.engine.runner.graphs.num_replays > 0
 
@@ -126,9 +124,7 @@ def test_other_families_through_graphs(tmp_path, family):
 def test_a_failed_capture_logs_once_and_runs_eagerly(tiny_ckpt, caplog):
     """A capture that raises (here: no CUDA to capture on) costs one warning per shape; the step runs
     eagerly and the tokens are those of the plain forward."""
-    plain = _llm(tiny_ckpt)
-    graphed = _llm(tiny_ckpt)
-    graphed.engine.runner.use_cuda_graphs(max_rows=4, capture=False)
+    plain, graphed = _plain_and_graphed(tiny_ckpt, 4)
     graphed.engine.runner.graphs.capture = True  # capturing on the CPU fails
     params = [SamplingParams(max_tokens=12, steps=12, block_length=4, cache="dual", ignore_eos=True)] * 2
     with caplog.at_level(logging.WARNING, logger="dllm.engine"):
